@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine with Python 3.10+ and pip:
+#   make demo   create .venv, install craft, train the quickstart model and print a sample
+#   make test   create .venv, install craft with its test tools, run the test suite
+#
+# TORCH_SPEC chooses the PyTorch build, e.g. the CPU wheel index:
+#   make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	@if [ -f logs/quickstart_char/checkpoints/last.ckpt ]; then \
+		echo "logs/quickstart_char already trained: generating from it (delete the folder to retrain)"; \
+	else \
+		$(PY) -m craft fit --config configs/quickstart.yaml; \
+	fi
+	$(PY) -m craft predict --config configs/quickstart.yaml --ckpt_path last
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,154 @@
+"""`python -m craft {fit,validate,test,predict}`: LightningCLI wired to craft's model and data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from craft.callbacks import CraftCheckpoint, SampleWriter
+from craft.data import TextDataModule
+from craft.errors import CraftError
+from craft.module import ARCHITECTURE_FIELDS, LanguageModel
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: a malicious pickle cannot run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CraftError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CraftError(f"cannot load checkpoint {path}: {first_line}") from None
+
+
+def checkpoint_dir(log_dir: str, experiment: str) -> Path:
+    return Path(log_dir) / experiment / "checkpoints"
+
+
+class CraftSaveConfig(SaveConfigCallback):
+    """Save the resolved config with the run, for `fit` only (predict/validate must not touch it)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
+
+
+class CraftCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            LanguageModel,
+            TextDataModule,
+            save_config_callback=CraftSaveConfig,
+            # Resuming writes into the same run folder; a fresh run there is refused earlier.
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [SampleWriter()]},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--experiment", type=str, default="default", help="Run name: logs/<experiment>/ holds its files.")
+        parser.add_argument("--log_dir", type=str, default="logs", help="Folder that holds every experiment.")
+        parser.add_lightning_class_args(CraftCheckpoint, "checkpoint")
+        parser.link_arguments(("log_dir", "experiment"), "checkpoint.dirpath", compute_fn=lambda d, e: str(checkpoint_dir(d, e)))
+        parser.link_arguments("data.block_size", "model.block_size")
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+
+    # -- checkpoint path: resolve `last`, never start fresh silently, rebuild the architecture --
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        folder = checkpoint_dir(cfg.log_dir, cfg.experiment)
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path is None:
+            if sub == "fit" and (folder / "last.ckpt").exists():
+                raise CraftError(
+                    f"experiment {cfg.experiment!r} already has checkpoints in {folder}; resume with "
+                    "--ckpt_path last, or pick a new --experiment name (nothing was overwritten)"
+                )
+            return
+        if ckpt_path == "last":
+            path = folder / "last.ckpt"
+            if not path.is_file():
+                raise CraftError(
+                    f"--ckpt_path last: no last.ckpt in {folder} (experiment {cfg.experiment!r}); "
+                    "check --experiment/--config, or start a fresh run without --ckpt_path"
+                )
+        elif ckpt_path in ("best", "hpc", "registry"):
+            raise CraftError(f"--ckpt_path {ckpt_path} is not supported by craft: use 'last' or a file path")
+        else:
+            path = Path(ckpt_path)
+        checkpoint = load_checkpoint(path)
+        cfg.ckpt_path = str(path)
+        hparams = checkpoint.get("hyper_parameters", {})
+        if "tokenizer" not in checkpoint or not hparams:
+            raise CraftError(f"{path} is not a craft checkpoint (no tokenizer or hyperparameters in it)")
+        self._checkpoint_tokenizer = checkpoint["tokenizer"]
+        if sub == "fit":
+            wrong = [
+                f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
+                for f in ARCHITECTURE_FIELDS
+                if f != "vocab_size" and f in hparams and cfg.model.get(f) != hparams[f]
+            ]
+            if wrong:
+                raise CraftError(
+                    f"cannot resume from {path}: its architecture differs from the config ({'; '.join(wrong)}); "
+                    "use the run's original config"
+                )
+        else:
+            # validate/test/predict rebuild the checkpoint's network; generation settings stay the config's.
+            for f in ARCHITECTURE_FIELDS:
+                if f in hparams and f != "vocab_size":
+                    cfg.model[f] = hparams[f]
+            cfg.data.block_size = hparams["block_size"]
+            cfg.data.tokenizer = Namespace(
+                class_path="craft.data.tokenizers.CharTokenizer",
+                init_args=Namespace(vocab=list(checkpoint["tokenizer"]["vocab"])),
+            )
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        logger = cfg.trainer.get("logger")
+        if self.subcommand == "fit" and logger in (None, True):
+            cfg.trainer.logger = {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                # version="" keeps one folder per experiment: a resume continues its event stream.
+                "init_args": {"save_dir": cfg.log_dir, "name": cfg.experiment, "version": "", "default_hp_metric": False},
+            }
+        elif self.subcommand != "fit" and logger in (None, True):
+            cfg.trainer.logger = False
+
+    def after_instantiate_classes(self) -> None:
+        saved = getattr(self, "_checkpoint_tokenizer", None)
+        if saved is not None and self.subcommand == "fit":
+            current = self.datamodule.tokenizer.state()
+            if current != saved:
+                raise CraftError(
+                    f"cannot resume: the tokenizer built from {self.datamodule.path} "
+                    f"({len(current.get('vocab', []))} symbols) differs from the checkpoint's "
+                    f"({len(saved.get('vocab', []))} symbols); resume on the original corpus"
+                )
+
+
+def main(args: list[str] | None = None) -> None:
+    debug = os.environ.get("CRAFT_DEBUG", "") not in ("", "0")
+    try:
+        CraftCLI(args=args)
+    except CraftError as e:
+        if debug:
+            raise
+        print(f"craft: error: {e}", file=sys.stderr)
+        sys.exit(2)

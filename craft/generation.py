@@ -1,0 +1,63 @@
+"""Sampling primitives: temperature, top-k and top-p over one step's logits.
+
+The token loop lives in ``GPT.stream``; the text-level API in ``LanguageModel.generate``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from craft.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is picked. ``temperature=0`` is greedy (argmax)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"top_k must be >= 1 or null, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if problems:
+            raise ConfigError("invalid sampling settings: " + "; ".join(problems))
+
+    def for_vocab(self, vocab_size: int) -> SamplingConfig:
+        """Clamp ``top_k`` to the vocabulary, warning once, instead of failing mid-generation."""
+        if self.top_k is not None and self.top_k > vocab_size:
+            warnings.warn(
+                f"top_k={self.top_k} exceeds the vocabulary ({vocab_size} tokens); using top_k={vocab_size}",
+                stacklevel=2,
+            )
+            return SamplingConfig(self.temperature, vocab_size, self.top_p)
+        return self
+
+
+def sample_next(
+    logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Pick one token per row of ``logits`` (B, V); returns (B, 1)."""
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / sampling.temperature
+    if sampling.top_k is not None and sampling.top_k < logits.size(-1):
+        kth = torch.topk(logits, sampling.top_k, dim=-1).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token once the mass before it already reaches top_p; the first token always stays.
+        drop = (cum - sorted_logits.softmax(dim=-1)) >= sampling.top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

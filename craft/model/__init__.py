@@ -1,0 +1,3 @@
+from craft.model.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

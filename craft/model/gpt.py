@@ -1,0 +1,228 @@
+"""A decoder-only transformer language model in plain PyTorch (no Lightning in this file).
+
+Read top to bottom: config -> attention -> MLP -> block -> GPT (forward, generate, parameter count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from craft.errors import ConfigError
+from craft.generation import SamplingConfig, sample_next
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int = 256
+    d_model: int = 128
+    n_layers: int = 6
+    n_head: int = 8
+    d_hid: int = 512
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("vocab_size", "block_size", "d_model", "n_layers", "n_head", "d_hid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not problems and self.d_model % self.n_head:
+            problems.append(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}); "
+                f"try n_head in {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 16]}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_head
+
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor] | None]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)  # (B, nh, T_past + T, hs)
+            v = torch.cat([cache[1], v], dim=2)
+        # With a cache, the T new queries sit at the end of the T_past + T keys. A single new
+        # query may see every key; a longer chunk needs the causal mask offset by T_past.
+        t_past = k.size(2) - T
+        if t_past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=t_past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_hid, bias=config.bias)
+        self.proj = nn.Linear(config.d_hid, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache=None):
+        a, cache = self.attn(self.ln_1(x), cache)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, cache
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters counted once (the tied head shares the token embedding).
+
+        With ``non_embedding`` the position embedding is left out, as in the 6N FLOP estimate.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_emb.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6N for the matmuls plus 12*L*d*T for attention (PaLM appendix B)."""
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layers * c.d_model * c.block_size
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start_pos: int = 0,
+    ):
+        """Return ``(logits, loss)``; with ``cache`` (a list, one entry per layer) it is read and updated.
+
+        Without targets only the last position's logits are computed (generation needs no more).
+        """
+        B, T = idx.shape
+        if start_pos + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start_pos + T} tokens exceeds block_size {self.config.block_size}"
+            )
+        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, cache[i] if cache is not None else None)
+            if cache is not None:
+                cache[i] = layer_cache
+        x = self.ln_f(x)
+        if targets is None:
+            return self.head(x[:, [-1], :]), None  # (B, 1, V)
+        logits = self.head(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Yield ``max_new_tokens`` new token columns ``(B, 1)``, one per step.
+
+        The KV cache lives only inside this call. When the context reaches ``block_size`` it
+        slides: the newest ``block_size // 2`` tokens are re-encoded (learned positions make
+        cached keys invalid once positions shift) and generation goes on from there. With
+        ``use_cache=False`` every step re-runs the same context from scratch, the reference
+        the cached path must equal.
+        """
+        sampling = sampling or SamplingConfig()
+        block = self.config.block_size
+        keep = max(1, block // 2)
+        ctx = idx[:, -block:]
+        cache: KVCache | None = None
+        for _ in range(max_new_tokens):
+            if ctx.size(1) > block:
+                ctx = ctx[:, -keep:]
+                cache = None
+            if not use_cache:
+                logits, _ = self(ctx)
+            elif cache is None:
+                cache = [None] * len(self.blocks)
+                logits, _ = self(ctx, cache=cache)
+            else:
+                logits, _ = self(ctx[:, -1:], cache=cache, start_pos=ctx.size(1) - 1)
+            nxt = sample_next(logits[:, -1, :], sampling, generator)  # (B, 1)
+            ctx = torch.cat([ctx, nxt], dim=1)
+            yield nxt
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Return ``idx`` followed by ``max_new_tokens`` sampled tokens, ``(B, T + max_new_tokens)``."""
+        new = list(self.stream(idx, max_new_tokens, sampling, generator, use_cache))
+        return torch.cat([idx, *new], dim=1)

@@ -1,0 +1,239 @@
+"""LanguageModel: the LightningModule around GPT (steps, metrics, optimizer, generation)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric, SumMetric
+
+from craft.data.tokenizers import Tokenizer
+from craft.errors import CraftError
+from craft.generation import SamplingConfig
+from craft.model import GPT, GPTConfig
+
+# Fields that fix the network's shape: a checkpoint and a config must agree on these to resume.
+ARCHITECTURE_FIELDS = ("vocab_size", "block_size", "d_model", "n_layers", "n_head", "d_hid")
+
+
+class LanguageModel(L.LightningModule):
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int = 256,
+        d_model: int = 128,
+        n_layers: int = 6,
+        n_head: int = 8,
+        d_hid: int = 512,
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        min_lr: float = 1e-4,
+        warmup_steps: int = 100,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.99),
+        max_new_tokens: int = 500,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        top_p: float = 1.0,
+        seed: int = 1337,
+        compile: bool = False,
+    ) -> None:
+        """
+        Args:
+            vocab_size: Tokens in the vocabulary (linked from the data module; never set by hand).
+            block_size: Context length (linked from `data.block_size`).
+            d_model: Width of the residual stream.
+            n_layers: Transformer blocks.
+            n_head: Attention heads (must divide d_model).
+            d_hid: Hidden width of each MLP.
+            dropout: Dropout on embeddings, attention output and MLP output.
+            lr: Peak learning rate of AdamW, reached after `warmup_steps`.
+            min_lr: Learning rate at the end of the cosine decay.
+            warmup_steps: Steps of linear warmup from 0 to `lr`.
+            weight_decay: Decoupled weight decay on matrices (not on norms, biases or embeddings).
+            betas: AdamW betas.
+            max_new_tokens: Tokens to generate per prompt in `predict` and `generate`.
+            temperature: Sampling temperature; 0 is greedy.
+            top_k: Sample only among the k most likely tokens (null: no limit).
+            top_p: Nucleus sampling: the smallest set of tokens with this much probability mass.
+            seed: Seed of the generator used for sampling (training's random stream is untouched).
+            compile: Compile the inner transformer with torch.compile.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = GPTConfig(
+            vocab_size=vocab_size,
+            block_size=block_size,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_head=n_head,
+            d_hid=d_hid,
+            dropout=dropout,
+        )
+        self.sampling = SamplingConfig(temperature, top_k, top_p)
+        self.model = GPT(self.config)
+        self.tokenizer: Tokenizer | None = None
+        self.val_loss = MeanMetric()
+        self.val_nats = SumMetric()
+        self.val_chars = SumMetric()
+        self._chars_per_token: torch.Tensor | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "tokenizer", None) is not None and dm.tokenizer.is_fitted:
+            if self.tokenizer is not None and self.tokenizer.state() != dm.tokenizer.state():
+                raise CraftError("the checkpoint's tokenizer differs from the data module's tokenizer")
+            self.tokenizer = dm.tokenizer
+        if self.hparams.compile:
+            self.model.compile()
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        if tokenizer.vocab_size != self.config.vocab_size:
+            raise CraftError(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the model was built for {self.config.vocab_size}"
+            )
+        self.tokenizer = tokenizer
+
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise CraftError("this model has no tokenizer: load it from a craft checkpoint or train it first")
+        return self.tokenizer
+
+    # -- training and validation ----------------------------------------------------------------
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.model(idx, targets)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        _, loss = self.model(x, y)
+        if not torch.isfinite(loss):
+            raise CraftError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
+                "the last good checkpoint is kept. Lower lr or check the data"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits, _ = self.model(x, y)
+        nats = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+        self.val_loss.update(nats)
+        self.val_nats.update(nats.sum())
+        self.val_chars.update(self._chars(y).sum())
+        self.log("val/loss", self.val_loss, prog_bar=True)
+
+    def _chars(self, ids: torch.Tensor) -> torch.Tensor:
+        """Characters of original text that the token ids stand for (1 each for a char tokenizer)."""
+        if self._chars_per_token is None or self._chars_per_token.device != ids.device:
+            lengths = self._require_tokenizer().token_char_lengths() if self.tokenizer else [1] * self.config.vocab_size
+            self._chars_per_token = torch.tensor(lengths, dtype=torch.float64, device=ids.device)
+        return self._chars_per_token[ids]
+
+    def on_validation_epoch_end(self) -> None:
+        nats, chars = self.val_nats.compute(), self.val_chars.compute()
+        # Bits per character of the original text: comparable across tokenizers.
+        self.log("val/bpc", (nats / chars / math.log(2)).float())
+        self.log("val/ppl", torch.exp(self.val_loss.compute()))
+        self.val_nats.reset()
+        self.val_chars.reset()
+
+    def test_step(self, batch, batch_idx):
+        return self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+    # -- optimizer -----------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            # Matrices of linear layers decay; norms, biases and embeddings do not.
+            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise CraftError("set trainer.max_steps or trainer.max_epochs: the LR schedule needs a length")
+        total = max(int(total), 1)
+        warmup = min(hp.warmup_steps, total)
+        floor = hp.min_lr / hp.lr
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokenizer"] = self._require_tokenizer().state()
+        # Lightning keeps no RNG state; dropout must continue its stream for an exact resume.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tokenizer" not in checkpoint:
+            raise CraftError("checkpoint has no tokenizer; it was not written by craft")
+        self.set_tokenizer(Tokenizer.from_state(checkpoint["tokenizer"]))
+        self._restored_rng_state = checkpoint.get("torch_rng_state")
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_restored_rng_state", None)
+        if state is not None:
+            torch.set_rng_state(state)
+            self._restored_rng_state = None
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Continue ``prompt``; returns only the new text. Unset arguments use the model's settings."""
+        hp = self.hparams
+        sampling = SamplingConfig(
+            hp.temperature if temperature is None else temperature,
+            hp.top_k if top_k is None else top_k,
+            hp.top_p if top_p is None else top_p,
+        ).for_vocab(self.config.vocab_size)
+        tokenizer = self._require_tokenizer()
+        if not prompt:
+            raise CraftError("prompt is empty; give at least one character")
+        ids = tokenizer.encode(prompt)
+        if len(ids) > self.config.block_size:
+            warnings.warn(
+                f"prompt has {len(ids)} tokens, more than the context of {self.config.block_size}; "
+                "only its last tokens are used",
+                stacklevel=2,
+            )
+        generator = torch.Generator(device=self.device).manual_seed(hp.seed if seed is None else seed)
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(idx, hp.max_new_tokens if max_new_tokens is None else max_new_tokens, sampling, generator)
+        finally:
+            self.model.train(was_training)
+        return tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def predict_step(self, batch: list[str], batch_idx: int) -> list[dict[str, str]]:
+        return [{"prompt": p, "text": self.generate(p)} for p in batch]

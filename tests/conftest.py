@@ -1,0 +1,59 @@
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = (
+    "the king of winter rode north with his men and the wolves followed them through snow "
+    "a lord must pay his debts said the queen while dragons flew over the narrow sea"
+).split()
+
+
+def make_text(n_chars: int, seed: int = 0) -> str:
+    """Deterministic pseudo-prose with newlines, enough structure for a tiny model to learn."""
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < n_chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + ".\n"
+        out.append(line)
+        size += len(line)
+    return "".join(out)[:n_chars]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(40_000), encoding="utf-8")
+    return path
+
+
+TINY_MODEL = ["--model.d_model", "32", "--model.n_layers", "2", "--model.n_head", "4", "--model.d_hid", "64"]
+
+
+def tiny_args(corpus: Path, log_dir: Path, *extra: str, experiment: str = "tiny") -> list[str]:
+    """CLI arguments for a tiny, fast run on `corpus` writing under `log_dir`."""
+    return [
+        "--experiment", experiment,
+        "--log_dir", str(log_dir),
+        "--seed_everything", "7",
+        *TINY_MODEL,
+        "--model.warmup_steps", "2",
+        "--model.max_new_tokens", "20",
+        "--data.path", str(corpus),
+        "--data.block_size", "16",
+        "--data.batch_size", "8",
+        "--trainer.val_check_interval", "5",
+        "--trainer.check_val_every_n_epoch", "null",
+        "--trainer.limit_val_batches", "2",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--checkpoint.every_n_train_steps", "5",
+        *extra,
+    ]
+
+
+def python_cmd() -> list[str]:
+    return [sys.executable, "-m", "craft"]

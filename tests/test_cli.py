@@ -1,0 +1,105 @@
+"""End-to-end runs through `python -m craft`: real Trainer, real files on disk."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from craft import LanguageModel
+from craft.cli import CraftCLI, main
+from tests.conftest import ROOT, python_cmd, tiny_args
+
+
+def scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def test_fit_writes_events_config_and_last_ckpt(corpus, tmp_path):
+    main(["fit", *tiny_args(corpus, tmp_path / "logs"), "--trainer.max_steps", "12"])
+    run = tmp_path / "logs" / "tiny"
+    assert (run / "config.yaml").exists()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 12
+    assert ckpt["tokenizer"]["type"] == "char"
+    losses = scalars(run, "train/loss_step")
+    assert len(losses) >= 10
+    assert "val/loss" in EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert any(p.name.startswith("step") for p in (run / "checkpoints").iterdir())  # a top-k checkpoint
+
+
+def test_resume_continues_global_step_and_curve(corpus, tmp_path):
+    logs = tmp_path / "logs"
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "10"])
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "20", "--ckpt_path", "last"])
+    run = logs / "tiny"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+    steps = sorted(scalars(run, "train/loss_step"))
+    assert steps[-1] >= 18 and min(steps) <= 1
+    assert not list(run.glob("version_*"))  # same run folder, no new TensorBoard run
+
+
+def test_fresh_fit_refuses_to_overwrite_and_last_requires_a_checkpoint(corpus, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "2", "--ckpt_path", "last"])
+    assert e.value.code == 2
+    assert f"no last.ckpt in {logs / 'tiny' / 'checkpoints'}" in capsys.readouterr().err
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
+    before = (logs / "tiny" / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
+    assert "already has checkpoints" in capsys.readouterr().err
+    assert (logs / "tiny" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_predict_from_checkpoint_without_corpus(corpus, tmp_path):
+    logs = tmp_path / "logs"
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "10"])
+    corpus.rename(tmp_path / "moved_away.txt")
+    out = subprocess.run(
+        [*python_cmd(), "predict", *tiny_args(corpus, logs), "--ckpt_path", "last", "--data.prompts", '["The king"]'],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "The king" in out.stdout
+    assert not corpus.exists()
+    samples = list((logs / "tiny" / "samples").glob("predict-*.txt"))
+    assert len(samples) == 1 and "The king" in samples[0].read_text()
+
+
+def test_python_api_loads_checkpoint_and_generates(corpus, tmp_path):
+    logs = tmp_path / "logs"
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
+    lm = LanguageModel.load_from_checkpoint(logs / "tiny" / "checkpoints" / "last.ckpt")
+    text = lm.generate("the ", max_new_tokens=30, temperature=0)
+    assert len(text) == 30
+    assert text == lm.generate("the ", max_new_tokens=30, temperature=0)
+
+
+def test_resume_with_a_different_architecture_names_the_field(corpus, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "10", "--ckpt_path", "last",
+              "--model.d_hid", "128"])
+    assert "model.d_hid: checkpoint 64 vs config 128" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_instantiates(config, corpus, tmp_path):
+    cli = CraftCLI(args=["--config", str(config), "--data.path", str(corpus), "--log_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.model, LanguageModel)
+    assert cli.model.config.vocab_size == cli.datamodule.vocab_size
+    assert cli.model.config.block_size == cli.datamodule.block_size
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_print_config_works(config):
+    out = subprocess.run([*python_cmd(), "fit", "--config", str(config), "--print_config"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "model:" in out.stdout and "vocab_size" not in out.stdout.split("model:")[1].split("data:")[0]

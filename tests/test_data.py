@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from craft.data import TextDataModule
+from craft.data.datamodule import WindowBatchSampler
+from craft.errors import ConfigError, CraftError
+
+
+def test_split_is_contiguous_without_overlap(corpus):
+    dm = TextDataModule(str(corpus), block_size=16, batch_size=4, val_fraction=0.1)
+    dm.setup("fit")
+    n = len(dm.train_ids) + len(dm.val_ids)
+    assert len(dm.val_ids) == int(n * 0.1)
+    text = corpus.read_text()
+    assert dm.tokenizer.decode(dm.train_ids.tolist()) + dm.tokenizer.decode(dm.val_ids.tolist()) == text
+    # every training window lies entirely inside the train split
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (4, 16)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    loader = dm.train_dataloader()
+    max_start = max(s for batch in loader.batch_sampler for s in batch)
+    assert max_start + 16 + 1 <= len(dm.train_ids)
+
+
+def test_validation_windows_cover_the_split_once(corpus):
+    dm = TextDataModule(str(corpus), block_size=16, batch_size=4)
+    dm.setup("fit")
+    starts = [s for batch in dm.val_dataloader().batch_sampler for s in batch]
+    assert starts == list(range(0, len(dm.val_ids) - 16, 16))
+
+
+def test_sampler_is_a_pure_function_of_seed_epoch_index():
+    a = WindowBatchSampler(1000, 8, 10, seed=3)
+    b = WindowBatchSampler(1000, 8, 10, seed=3)
+    assert list(a) == list(b)
+    assert a.batch(2, 4) == b.batch(2, 4)
+    assert a.batch(0, 0) != a.batch(1, 0)
+    assert list(WindowBatchSampler(1000, 8, 10, seed=4)) != list(a)
+
+
+def test_sampler_resumes_where_progress_says():
+    full = WindowBatchSampler(1000, 8, 10, seed=3)
+    epoch1 = [full.batch(1, i) for i in range(10)]
+    for consumed in (0, 3, 9):
+        resumed = WindowBatchSampler(1000, 8, 10, seed=3, progress=lambda c=consumed: 10 + c)
+        assert list(resumed) == epoch1[consumed:]
+
+
+def test_ranks_take_disjoint_slices_of_the_global_batch():
+    r0 = WindowBatchSampler(1000, 4, 5, seed=1, rank=0, world_size=2)
+    r1 = WindowBatchSampler(1000, 4, 5, seed=1, rank=1, world_size=2)
+    g = r0.epoch_starts(0)
+    assert r0.batch(0, 2) + r1.batch(0, 2) == g[2].tolist()
+
+
+def test_cache_is_reused_and_keyed_by_content(corpus):
+    dm = TextDataModule(str(corpus), block_size=16)
+    folder = dm.cache_folder()
+    assert dm.vocab_size > 0 and (folder / "ids.bin").exists()
+    mtime = (folder / "ids.bin").stat().st_mtime_ns
+    assert TextDataModule(str(corpus), block_size=16).vocab_size == dm.vocab_size
+    assert (folder / "ids.bin").stat().st_mtime_ns == mtime
+    corpus.write_text(corpus.read_text() + "new text!")
+    assert TextDataModule(str(corpus), block_size=16).cache_folder() != folder
+
+
+def test_builtin_corpus_is_written_once(tmp_path):
+    path = tmp_path / "pydoc.txt"
+    dm = TextDataModule(str(path), builtin_corpus="pydoc", block_size=64)
+    assert dm.vocab_size > 50
+    assert path.stat().st_size > 400_000
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"val_fraction": 0.0}, "val_fraction must be in (0, 1)"),
+        ({"val_fraction": 1.0}, "val_fraction must be in (0, 1)"),
+        ({"block_size": -4}, "block_size must be positive"),
+        ({"batch_size": 0}, "batch_size must be positive"),
+    ],
+)
+def test_invalid_data_config(corpus, kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        TextDataModule(str(corpus), **kwargs)
+    assert message in str(e.value)
+
+
+def test_corpus_errors(tmp_path):
+    with pytest.raises(CraftError, match="corpus not found"):
+        TextDataModule(str(tmp_path / "missing.txt")).vocab_size
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(CraftError, match="is empty"):
+        TextDataModule(str(empty)).vocab_size
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(CraftError, match="not valid UTF-8 at byte offset 3"):
+        TextDataModule(str(bad)).vocab_size
+    short = tmp_path / "short.txt"
+    short.write_text("x" * 100)
+    dm = TextDataModule(str(short), block_size=64)
+    with pytest.raises(CraftError, match="needs at least 65"):
+        dm.setup("fit")
+    assert np.all(np.asarray(dm._ids) == 0)
