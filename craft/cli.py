@@ -66,6 +66,9 @@ class CraftCLI(LightningCLI):
 
     # -- checkpoint path: resolve `last`, never start fresh silently, rebuild the architecture --
 
+    _resume_step = 0
+    _checkpoint_tokenizer: dict[str, Any] | None = None
+
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
         if not sub:
@@ -98,6 +101,8 @@ class CraftCLI(LightningCLI):
             raise CraftError(f"{path} is not a craft checkpoint (no tokenizer or hyperparameters in it)")
         self._checkpoint_tokenizer = checkpoint["tokenizer"]
         if sub == "fit":
+            self._resume_step = int(checkpoint.get("global_step", 0))
+            print(f"craft: resuming {cfg.experiment!r} from {path} at global step {self._resume_step}", flush=True)
             wrong = [
                 f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
                 for f in ARCHITECTURE_FIELDS
@@ -119,20 +124,23 @@ class CraftCLI(LightningCLI):
                 init_args=Namespace(vocab=list(checkpoint["tokenizer"]["vocab"])),
             )
 
-    def before_instantiate_classes(self) -> None:
+    def instantiate_trainer(self, **kwargs: Any):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        logger = cfg.trainer.get("logger")
-        if self.subcommand == "fit" and logger in (None, True):
-            cfg.trainer.logger = {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                # version="" keeps one folder per experiment: a resume continues its event stream.
-                "init_args": {"save_dir": cfg.log_dir, "name": cfg.experiment, "version": "", "default_hp_metric": False},
-            }
-        elif self.subcommand != "fit" and logger in (None, True):
-            cfg.trainer.logger = False
+        if cfg.trainer.get("logger") in (None, True):
+            if self.subcommand in (None, "fit"):
+                # version="" keeps one folder per experiment, so a resume continues its event stream;
+                # purge_step makes TensorBoard drop steps the interrupted run logged after its last
+                # checkpoint (they are trained again), so the curve has no overlap.
+                extra = {"purge_step": self._resume_step} if self._resume_step else {}
+                kwargs["logger"] = TensorBoardLogger(
+                    save_dir=cfg.log_dir, name=cfg.experiment, version="", default_hp_metric=False, **extra
+                )
+            else:
+                kwargs["logger"] = False  # validate/test/predict print results and never touch a run's logs
+        return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
-        saved = getattr(self, "_checkpoint_tokenizer", None)
+        saved = self._checkpoint_tokenizer
         if saved is not None and self.subcommand == "fit":
             current = self.datamodule.tokenizer.state()
             if current != saved:

@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torchmetrics import MeanMetric, SumMetric
 
@@ -91,6 +92,12 @@ class LanguageModel(L.LightningModule):
             self.tokenizer = dm.tokenizer
         if self.hparams.compile:
             self.model.compile()
+
+    def on_fit_start(self) -> None:
+        n = self.model.num_params()
+        rank_zero_info(
+            f"craft: {n:,} parameters ({n / 1e6:.2f}M), {self.model.flops_per_token() / 1e6:.2f} MFLOP per trained token"
+        )
 
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
         if tokenizer.vocab_size != self.config.vocab_size:

@@ -103,3 +103,19 @@ def test_print_config_works(config):
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "model:" in out.stdout and "vocab_size" not in out.stdout.split("model:")[1].split("data:")[0]
+
+
+def test_resume_from_an_older_checkpoint_purges_the_replayed_steps(corpus, tmp_path):
+    """A run interrupted after its last checkpoint logged steps that the resume trains again:
+    TensorBoard must show each step once, with the resumed run's values."""
+    logs = tmp_path / "logs"
+    last = logs / "tiny" / "checkpoints" / "last.ckpt"
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
+    saved = last.read_bytes()
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "9", "--ckpt_path", "last"])
+    last.write_bytes(saved)  # as if the process died after logging steps 5..8 but before saving them
+    main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "12", "--ckpt_path", "last"])
+    acc = EventAccumulator(str(logs / "tiny"), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss_step")]
+    assert steps == list(range(12))
