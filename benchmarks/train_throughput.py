@@ -38,8 +38,17 @@ def main() -> None:
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as logs:
         cli = CraftCLI(
-            args=["--config", args.config, "--log_dir", logs, "--trainer.max_steps", str(args.steps),
-                  "--trainer.enable_progress_bar", "false", *extra],
+            args=[
+                "--config",
+                args.config,
+                "--log_dir",
+                logs,
+                "--trainer.max_steps",
+                str(args.steps),
+                "--trainer.enable_progress_bar",
+                "false",
+                *extra,
+            ],
             run=False,
         )
         cli.trainer.callbacks.append(timer)

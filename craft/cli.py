@@ -57,10 +57,14 @@ class CraftCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--experiment", type=str, default="default", help="Run name: logs/<experiment>/ holds its files.")
+        parser.add_argument(
+            "--experiment", type=str, default="default", help="Run name: logs/<experiment>/ holds its files."
+        )
         parser.add_argument("--log_dir", type=str, default="logs", help="Folder that holds every experiment.")
         parser.add_lightning_class_args(CraftCheckpoint, "checkpoint")
-        parser.link_arguments(("log_dir", "experiment"), "checkpoint.dirpath", compute_fn=lambda d, e: str(checkpoint_dir(d, e)))
+        parser.link_arguments(
+            ("log_dir", "experiment"), "checkpoint.dirpath", compute_fn=lambda d, e: str(checkpoint_dir(d, e))
+        )
         parser.link_arguments("data.block_size", "model.block_size")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 

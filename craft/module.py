@@ -7,8 +7,8 @@ import warnings
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric, SumMetric
 
 from craft.data.tokenizers import Tokenizer
@@ -94,10 +94,8 @@ class LanguageModel(L.LightningModule):
             self.model.compile()
 
     def on_fit_start(self) -> None:
-        n = self.model.num_params()
-        rank_zero_info(
-            f"craft: {n:,} parameters ({n / 1e6:.2f}M), {self.model.flops_per_token() / 1e6:.2f} MFLOP per trained token"
-        )
+        n, flops = self.model.num_params(), self.model.flops_per_token()
+        rank_zero_info(f"craft: {n:,} parameters ({n / 1e6:.2f}M), {flops / 1e6:.2f} MFLOP per trained token")
 
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
         if tokenizer.vocab_size != self.config.vocab_size:
@@ -237,7 +235,9 @@ class LanguageModel(L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(idx, hp.max_new_tokens if max_new_tokens is None else max_new_tokens, sampling, generator)
+            out = self.model.generate(
+                idx, hp.max_new_tokens if max_new_tokens is None else max_new_tokens, sampling, generator
+            )
         finally:
             self.model.train(was_training)
         return tokenizer.decode(out[0, len(ids) :].tolist())

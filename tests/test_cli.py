@@ -62,7 +62,10 @@ def test_predict_from_checkpoint_without_corpus(corpus, tmp_path):
     corpus.rename(tmp_path / "moved_away.txt")
     out = subprocess.run(
         [*python_cmd(), "predict", *tiny_args(corpus, logs), "--ckpt_path", "last", "--data.prompts", '["The king"]'],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "The king" in out.stdout
@@ -84,8 +87,18 @@ def test_resume_with_a_different_architecture_names_the_field(corpus, tmp_path, 
     logs = tmp_path / "logs"
     main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
     with pytest.raises(SystemExit):
-        main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "10", "--ckpt_path", "last",
-              "--model.d_hid", "128"])
+        main(
+            [
+                "fit",
+                *tiny_args(corpus, logs),
+                "--trainer.max_steps",
+                "10",
+                "--ckpt_path",
+                "last",
+                "--model.d_hid",
+                "128",
+            ]
+        )
     assert "model.d_hid: checkpoint 64 vs config 128" in capsys.readouterr().err
 
 
@@ -99,8 +112,13 @@ def test_every_shipped_config_instantiates(config, corpus, tmp_path):
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_print_config_works(config):
-    out = subprocess.run([*python_cmd(), "fit", "--config", str(config), "--print_config"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [*python_cmd(), "fit", "--config", str(config), "--print_config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "model:" in out.stdout and "vocab_size" not in out.stdout.split("model:")[1].split("data:")[0]
 

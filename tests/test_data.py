@@ -89,15 +89,15 @@ def test_invalid_data_config(corpus, kwargs, message):
 
 def test_corpus_errors(tmp_path):
     with pytest.raises(CraftError, match="corpus not found"):
-        TextDataModule(str(tmp_path / "missing.txt")).vocab_size
+        _ = TextDataModule(str(tmp_path / "missing.txt")).vocab_size
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     with pytest.raises(CraftError, match="is empty"):
-        TextDataModule(str(empty)).vocab_size
+        _ = TextDataModule(str(empty)).vocab_size
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(CraftError, match="not valid UTF-8 at byte offset 3"):
-        TextDataModule(str(bad)).vocab_size
+        _ = TextDataModule(str(bad)).vocab_size
     short = tmp_path / "short.txt"
     short.write_text("x" * 100)
     dm = TextDataModule(str(short), block_size=64)

@@ -38,7 +38,9 @@ class CraftCheckpoint(ModelCheckpoint):
         """
         kwargs.setdefault("auto_insert_metric_name", False)
         kwargs.setdefault("mode", "min")
-        super().__init__(dirpath=dirpath, filename=filename, monitor=monitor, save_top_k=save_top_k, save_last=False, **kwargs)
+        super().__init__(
+            dirpath=dirpath, filename=filename, monitor=monitor, save_top_k=save_top_k, save_last=False, **kwargs
+        )
         self.last_every_n_steps = every_n_train_steps
         self._last_written_step = -1
 

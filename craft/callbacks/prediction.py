@@ -34,7 +34,9 @@ class SampleWriter(BasePredictionWriter):
             folder.mkdir(parents=True, exist_ok=True)
             self.path = folder / time.strftime("predict-%Y%m%d-%H%M%S.txt")
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: Any, batch_indices, batch, batch_idx, dataloader_idx=0):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction: Any, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
         if not trainer.is_global_zero:
             return
         for item in prediction:

@@ -38,9 +38,7 @@ def corpus_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
-        raise CraftError(
-            f"corpus folder {path} has no text files (looked for {', '.join(sorted(TEXT_SUFFIXES))})"
-        )
+        raise CraftError(f"corpus folder {path} has no text files (looked for {', '.join(sorted(TEXT_SUFFIXES))})")
     return files
 
 

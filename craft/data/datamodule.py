@@ -281,7 +281,9 @@ class TextDataModule(L.LightningDataModule):
                 f"one epoch has {windows} training windows, fewer than one batch of "
                 f"{self.batch_size * world_size * accumulate}; lower batch_size or raise windows_per_epoch"
             )
-        sampler = WindowBatchSampler(len(dataset), self.batch_size, batches, self.seed, self._progress, rank, world_size)
+        sampler = WindowBatchSampler(
+            len(dataset), self.batch_size, batches, self.seed, self._progress, rank, world_size
+        )
         return ResumableDataLoader(
             dataset, batch_sampler=sampler, collate_fn=collate_windows, num_workers=self.num_workers
         )

@@ -161,9 +161,7 @@ class GPT(nn.Module):
         """
         B, T = idx.shape
         if start_pos + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start_pos + T} tokens exceeds block_size {self.config.block_size}"
-            )
+            raise ValueError(f"sequence of {start_pos + T} tokens exceeds block_size {self.config.block_size}")
         pos = torch.arange(start_pos, start_pos + T, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
