@@ -9,10 +9,18 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from craft.callbacks import CraftCheckpoint, SampleWriter
+from craft.callbacks import (
+    CraftCheckpoint,
+    CraftProgressBar,
+    RunSummary,
+    SampleGeneration,
+    SampleWriter,
+    TokenThroughput,
+)
 from craft.data import TextDataModule
 from craft.errors import CraftError
 from craft.module import ARCHITECTURE_FIELDS, LanguageModel
@@ -50,7 +58,6 @@ class CraftCLI(LightningCLI):
             save_config_callback=CraftSaveConfig,
             # Resuming writes into the same run folder; a fresh run there is refused earlier.
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [SampleWriter()]},
             auto_configure_optimizers=False,
             args=args,
             run=run,
@@ -62,6 +69,8 @@ class CraftCLI(LightningCLI):
         )
         parser.add_argument("--log_dir", type=str, default="logs", help="Folder that holds every experiment.")
         parser.add_lightning_class_args(CraftCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SampleGeneration, "samples")
+        parser.add_lightning_class_args(TokenThroughput, "throughput")
         parser.link_arguments(
             ("log_dir", "experiment"), "checkpoint.dirpath", compute_fn=lambda d, e: str(checkpoint_dir(d, e))
         )
@@ -130,18 +139,30 @@ class CraftCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer_init = self._get(self.config_init, "trainer")
+        fitting = self.subcommand in (None, "fit")
+        extra: list = [SampleWriter(), RunSummary()]
         if cfg.trainer.get("logger") in (None, True):
-            if self.subcommand in (None, "fit"):
+            if fitting:
                 # version="" keeps one folder per experiment, so a resume continues its event stream;
                 # purge_step makes TensorBoard drop steps the interrupted run logged after its last
                 # checkpoint (they are trained again), so the curve has no overlap.
-                extra = {"purge_step": self._resume_step} if self._resume_step else {}
+                extra_kw = {"purge_step": self._resume_step} if self._resume_step else {}
                 kwargs["logger"] = TensorBoardLogger(
-                    save_dir=cfg.log_dir, name=cfg.experiment, version="", default_hp_metric=False, **extra
+                    save_dir=cfg.log_dir, name=cfg.experiment, version="", default_hp_metric=False, **extra_kw
                 )
             else:
                 kwargs["logger"] = False  # validate/test/predict print results and never touch a run's logs
-        return super().instantiate_trainer(**kwargs)
+        if fitting and kwargs.get("logger", cfg.trainer.get("logger")) is not False:
+            extra.append(LearningRateMonitor(logging_interval="step"))
+        if cfg.trainer.get("enable_progress_bar") is not False:
+            extra.append(CraftProgressBar())
+        trainer_init["callbacks"] = [*(trainer_init.get("callbacks") or []), *extra]
+        trainer = super().instantiate_trainer(**kwargs)
+        # A run shorter than the logging interval would have no training curve at all.
+        if 0 < trainer.max_steps < 2 * trainer.log_every_n_steps:
+            trainer.log_every_n_steps = max(1, trainer.max_steps // 10)
+        return trainer
 
     def after_instantiate_classes(self) -> None:
         saved = self._checkpoint_tokenizer

@@ -81,6 +81,7 @@ class LanguageModel(L.LightningModule):
         self.val_nats = SumMetric()
         self.val_chars = SumMetric()
         self._chars_per_token: torch.Tensor | None = None
+        self._last_batch_tokens = 0
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -114,8 +115,16 @@ class LanguageModel(L.LightningModule):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
 
+    @property
+    def flops_per_batch(self) -> int:
+        """FLOPs of the last batch, read by the throughput monitor: 6N + attention per trained token,
+        a third of that per evaluated token (forward only)."""
+        per_token = self.model.flops_per_token()
+        return self._last_batch_tokens * (per_token if self.training else per_token // 3)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        self._last_batch_tokens = x.numel()
         _, loss = self.model(x, y)
         if not torch.isfinite(loss):
             raise CraftError(
@@ -127,6 +136,7 @@ class LanguageModel(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
+        self._last_batch_tokens = x.numel()
         logits, _ = self.model(x, y)
         nats = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
         self.val_loss.update(nats)

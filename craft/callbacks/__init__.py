@@ -1,4 +1,7 @@
 from craft.callbacks.checkpoint import CraftCheckpoint
 from craft.callbacks.prediction import SampleWriter
+from craft.callbacks.progress import CraftProgressBar, RunSummary
+from craft.callbacks.samples import SampleGeneration
+from craft.callbacks.throughput import TokenThroughput
 
-__all__ = ["CraftCheckpoint", "SampleWriter"]
+__all__ = ["CraftCheckpoint", "CraftProgressBar", "RunSummary", "SampleGeneration", "SampleWriter", "TokenThroughput"]

@@ -36,7 +36,8 @@ class CraftCheckpoint(ModelCheckpoint):
             save_top_k: How many of the best checkpoints to keep (0: only last.ckpt).
             every_n_train_steps: Rewrite last.ckpt every this many optimizer steps.
         """
-        kwargs.setdefault("auto_insert_metric_name", False)
+        # "val/loss=" in a file name would create a folder; the pattern names the metrics itself.
+        kwargs["auto_insert_metric_name"] = False
         kwargs.setdefault("mode", "min")
         super().__init__(
             dirpath=dirpath, filename=filename, monitor=monitor, save_top_k=save_top_k, save_last=False, **kwargs
