@@ -1,8 +1,12 @@
 """Training tokens/s of a craft config through the real CLI (Lightning loop, logging, checkpoints).
 
     python benchmarks/train_throughput.py --config configs/got_char.yaml --steps 60 [extra CLI args]
+    python benchmarks/train_throughput.py --config configs/got_char.yaml --steps 120 --compare-monitors \
+        --samples.every_n_steps 100
 
-Times optimizer steps after a warm-up of `--warmup` steps and reports tokens/s (batch x block per step).
+Times optimizer steps after `--warmup` steps (sample generation included) and reports tokens/s.
+With `--compare-monitors` it runs twice, one after the other: with craft's sample generation and
+throughput monitor, then with both removed, and prints the overhead.
 Runs in a throwaway log folder, so it never touches your experiments.
 """
 
@@ -16,6 +20,7 @@ import time
 import lightning as L
 import torch
 
+from craft.callbacks import SampleGeneration, TokenThroughput
 from craft.cli import CraftCLI
 
 
@@ -29,40 +34,55 @@ class StepTimer(L.Callback):
         self.tokens.append(batch[0].numel())
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--warmup", type=int, default=10)
-    args, extra = p.parse_known_args()
+def measure(config: str, steps: int, warmup: int, extra: list[str], monitors: bool = True) -> dict:
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as logs:
         cli = CraftCLI(
             args=[
                 "--config",
-                args.config,
+                config,
                 "--log_dir",
                 logs,
                 "--trainer.max_steps",
-                str(args.steps),
+                str(steps),
                 "--trainer.enable_progress_bar",
                 "false",
                 *extra,
             ],
             run=False,
         )
-        cli.trainer.callbacks.append(timer)
+        if not monitors:
+            cli.trainer.callbacks[:] = [
+                c for c in cli.trainer.callbacks if not isinstance(c, (SampleGeneration, TokenThroughput))
+            ]
+        cli.trainer.callbacks.append(timer)  # last: its clock includes every other callback's work
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    t, n = timer.times[args.warmup :], timer.tokens[args.warmup + 1 :]
-    result = {
-        "config": args.config,
+    t, n = timer.times[warmup:], timer.tokens[warmup + 1 :]
+    return {
+        "config": config,
+        "monitors": monitors,
         "steps_timed": len(t) - 1,
         "tokens_per_s": round(sum(n) / (t[-1] - t[0]), 1),
         "params": cli.model.model.num_params(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    print(json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--compare-monitors", action="store_true")
+    args, extra = p.parse_known_args()
+    on = measure(args.config, args.steps, args.warmup, extra)
+    print(json.dumps(on))
+    if args.compare_monitors:
+        off = measure(args.config, args.steps, args.warmup, extra, monitors=False)
+        print(json.dumps(off))
+        overhead = 1 - on["tokens_per_s"] / off["tokens_per_s"]
+        print(json.dumps({"monitor_overhead": round(overhead, 4)}))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def corpus(tmp_path: Path) -> Path:
 TINY_MODEL = ["--model.d_model", "32", "--model.n_layers", "2", "--model.n_head", "4", "--model.d_hid", "64"]
 
 
-def tiny_args(corpus: Path, log_dir: Path, *extra: str, experiment: str = "tiny") -> list[str]:
+def tiny_args(
+    corpus: Path, log_dir: Path, *extra: str, experiment: str = "tiny", log_every: int | None = 1
+) -> list[str]:
     """CLI arguments for a tiny, fast run on `corpus` writing under `log_dir`."""
     return [
         "--experiment",
