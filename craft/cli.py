@@ -10,15 +10,17 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from craft.callbacks import (
     CraftCheckpoint,
     CraftProgressBar,
+    GracefulStop,
     RunSummary,
     SampleGeneration,
     SampleWriter,
+    StopRequested,
     TokenThroughput,
 )
 from craft.data import TextDataModule
@@ -50,6 +52,21 @@ class CraftSaveConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
+def _debug() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("CRAFT_DEBUG", "JSONARGPARSE_DEBUG"))
+
+
+class CraftArgumentParser(LightningArgumentParser):
+    """Config and command-line mistakes as one line (the key and what was wrong), not a usage dump."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or _debug():
+            return super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        sys.stderr.write(f"craft: error: {' '.join(message.split())} (options: {prog} --help)\n")
+        sys.exit(2)
+
+
 class CraftCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -59,6 +76,8 @@ class CraftCLI(LightningCLI):
             # Resuming writes into the same run folder; a fresh run there is refused earlier.
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            parser_class=CraftArgumentParser,
+            parser_kwargs={"prog": "python -m craft"},
             args=args,
             run=run,
         )
@@ -88,6 +107,8 @@ class CraftCLI(LightningCLI):
             return
         cfg = self.config[sub]
         folder = checkpoint_dir(cfg.log_dir, cfg.experiment)
+        if "weights_only" in cfg and cfg.weights_only is None:
+            cfg.weights_only = True  # checkpoints hold only tensors and primitives: never unpickle code
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path is None:
             if sub == "fit" and (folder / "last.ckpt").exists():
@@ -153,6 +174,8 @@ class CraftCLI(LightningCLI):
                 )
             else:
                 kwargs["logger"] = False  # validate/test/predict print results and never touch a run's logs
+        if fitting:
+            extra.append(GracefulStop())
         if fitting and kwargs.get("logger", cfg.trainer.get("logger")) is not False:
             extra.append(LearningRateMonitor(logging_interval="step"))
         if cfg.trainer.get("enable_progress_bar") is not False:
@@ -177,11 +200,22 @@ class CraftCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    debug = os.environ.get("CRAFT_DEBUG", "") not in ("", "0")
+    debug = _debug()
     try:
-        CraftCLI(args=args)
+        cli = CraftCLI(args=args)
+    except KeyboardInterrupt:  # before training started (or after it ended): nothing to save
+        print("craft: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except StopRequested as e:
+        print(f"craft: {e}; resume with --ckpt_path last", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except CraftError as e:
         if debug:
             raise
         print(f"craft: error: {e}", file=sys.stderr)
         sys.exit(2)
+    trainer = getattr(cli, "trainer", None)
+    stop = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, GracefulStop)), None)
+    if stop is not None and stop.exit_code is not None:
+        print(f"craft: stopped at global step {trainer.global_step}; resume with --ckpt_path last", file=sys.stderr)
+        sys.exit(stop.exit_code)

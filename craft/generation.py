@@ -13,6 +13,10 @@ import torch
 from craft.errors import ConfigError
 
 
+# Below this a float32 division underflows to 0/0; such temperatures are greedy in all but name.
+GREEDY_BELOW = 1e-6
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How the next token is picked. ``temperature=0`` is greedy (argmax)."""
@@ -47,9 +51,11 @@ def sample_next(
     logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Pick one token per row of ``logits`` (B, V); returns (B, 1)."""
-    if sampling.temperature == 0:
+    if sampling.temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / sampling.temperature
+    logits = logits.float()
+    # Shift so the best logit is 0 before dividing: a tiny temperature then gives -inf, never inf - inf.
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / sampling.temperature
     if sampling.top_k is not None and sampling.top_k < logits.size(-1):
         kth = torch.topk(logits, sampling.top_k, dim=-1).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))

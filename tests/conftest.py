@@ -2,6 +2,7 @@ import random
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +75,14 @@ def tiny_args(
 
 def python_cmd() -> list[str]:
     return [sys.executable, "-m", "craft"]
+
+
+class StopAtStep(L.Callback):
+    """Stand-in for an interruption: stop training cleanly once `step` optimizer steps are done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True

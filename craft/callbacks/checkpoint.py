@@ -1,14 +1,64 @@
-"""Checkpointing: top-k by validation loss plus a `last.ckpt` that is always the newest step."""
+"""Checkpointing: top-k by validation loss plus a `last.ckpt` that is always the newest step,
+every file written atomically (temp file in the same folder, fsync, rename)."""
 
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from craft.errors import CraftError
 
 LAST = "last.ckpt"
+TMP_MARK = ".tmp-"
+
+
+def write_bytes_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to ``.<name>.tmp-<pid>`` beside it, fsync, then rename over the old one.
+
+    A crash or kill at any moment leaves either the old or the new file, never a torn one; a
+    failed write (disk full, no permission) raises an error naming the path and keeps the old file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_durably(tmp, buffer.getvalue())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            kept = " (the previous checkpoint there is kept)" if path.exists() else ""
+            raise CraftError(f"could not save checkpoint {path}: {e.strerror or e}{kept}") from None
+
+
+def remove_stray_temp_files(folder: Path) -> list[Path]:
+    """Temp files of saves that were killed mid-write: safe to delete, the rename never happened."""
+    stray = [p for p in folder.glob(f".*{TMP_MARK}*") if p.is_file()] if folder.is_dir() else []
+    for p in stray:
+        p.unlink(missing_ok=True)
+    return stray
 
 
 class CraftCheckpoint(ModelCheckpoint):
@@ -16,7 +66,8 @@ class CraftCheckpoint(ModelCheckpoint):
     ends, so a file's name always matches its own validation) and, independently, rewrites
     ``last.ckpt`` every ``every_n_train_steps``, after each validation and when training ends.
 
-    ``last.ckpt`` is a regular file, so copying a run folder copies a loadable checkpoint.
+    ``last.ckpt`` is a regular file, so copying a run folder copies a loadable checkpoint. All
+    writes go through :class:`AtomicCheckpointIO`.
     """
 
     def __init__(
@@ -50,11 +101,25 @@ class CraftCheckpoint(ModelCheckpoint):
         assert self.dirpath is not None
         return os.path.join(self.dirpath, LAST)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            if trainer.is_global_zero and self.dirpath:
+                remove_stray_temp_files(Path(self.dirpath))
+
     def write_last(self, trainer: L.Trainer, again: bool = False) -> None:
         """Rewrite last.ckpt; ``again`` rewrites even at the step already written (after validation,
         so the file also holds that validation's results)."""
         if trainer.sanity_checking or (trainer.global_step == self._last_written_step and not again):
             return
+        bad = [n for n, p in trainer.lightning_module.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise CraftError(
+                f"non-finite weights at global step {trainer.global_step} (first: {bad[0]}); "
+                f"{self.last_path} was not overwritten. Lower lr or check the data"
+            )
         self.last_model_path = self.last_path
         self._last_written_step = trainer.global_step
         trainer.save_checkpoint(self.last_path, weights_only=False)

@@ -42,6 +42,12 @@ class WindowDataset(Dataset):
         return window[:, :-1], window[:, 1:]
 
 
+def own_generator() -> torch.Generator:
+    """Each new DataLoader iterator draws a seed from its generator; without one it draws from the
+    global RNG, so an extra validation (or a resume) would shift dropout masks. Ours never do."""
+    return torch.Generator().manual_seed(0)
+
+
 def collate_windows(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``WindowDataset.__getitems__`` already returns the stacked batch."""
     return batch
@@ -285,7 +291,11 @@ class TextDataModule(L.LightningDataModule):
             len(dataset), self.batch_size, batches, self.seed, self._progress, rank, world_size
         )
         return ResumableDataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate_windows, num_workers=self.num_workers
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_windows,
+            num_workers=self.num_workers,
+            generator=own_generator(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -294,7 +304,13 @@ class TextDataModule(L.LightningDataModule):
         # Non-overlapping windows in order: every validation token is scored once.
         starts = list(range(0, len(dataset), self.block_size))
         batches = [starts[i : i + self.batch_size] for i in range(0, len(starts), self.batch_size)]
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_windows, num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=collate_windows,
+            num_workers=self.num_workers,
+            generator=own_generator(),
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -1,0 +1,202 @@
+"""The bad-input table: each case prepares files in a folder and returns CLI arguments.
+
+Used by tests/test_bad_input.py (asserts the message, the exit code and that nothing on disk
+changed) and by docs/gen_errors.py (runs each case through `python -m craft` and writes
+docs/errors.md with the exact message).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tests.conftest import TINY_MODEL, make_text
+
+BASE = [
+    "--log_dir",
+    "logs",
+    "--experiment",
+    "tiny",
+    "--seed_everything",
+    "7",
+    "--data.block_size",
+    "16",
+    "--data.batch_size",
+    "8",
+    "--trainer.max_steps",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    *TINY_MODEL,
+]
+
+
+def write(folder: Path, name: str, data: bytes | str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def corpus(folder: Path) -> Path:
+    return write(folder, "corpus.txt", make_text(20_000))
+
+
+@dataclass
+class Case:
+    group: str
+    name: str
+    args: Callable[[Path], list[str]]  # given the case folder, prepares files and returns CLI args
+    expect: str  # substring of the message
+    code: int = 2  # exit code; 0 for warnings
+    needs_checkpoint: bool = False
+
+
+def fit(*extra: str) -> list[str]:
+    return ["fit", *BASE, *extra]
+
+
+def predict(*extra: str) -> list[str]:
+    return ["predict", *BASE, "--model.max_new_tokens", "5", "--ckpt_path", "last", *extra]
+
+
+CASES = [
+    Case("corpus", "missing file", lambda d: fit("--data.path", str(d / "got.txt")), "corpus not found"),
+    Case("corpus", "empty file", lambda d: fit("--data.path", str(write(d, "e.txt", " \n"))), "is empty"),
+    Case(
+        "corpus",
+        "folder with no text",
+        lambda d: fit("--data.path", str(write(d, "f/a.png", b"\x89PNG").parent)),
+        "has no text files",
+    ),
+    Case(
+        "corpus",
+        "not UTF-8",
+        lambda d: fit("--data.path", str(write(d, "l.txt", "café au lait".encode("latin-1")))),
+        "is not valid UTF-8 at byte offset 3",
+    ),
+    Case(
+        "corpus",
+        "binary file",
+        lambda d: fit("--data.path", str(write(d, "b.txt", b"ab\x00\x01\x02" * 100))),
+        "looks binary",
+    ),
+    Case(
+        "corpus",
+        "shorter than block_size + 1 per split",
+        lambda d: fit("--data.path", str(write(d, "s.txt", "abcdefgh" * 20))),
+        "needs at least 17",
+    ),
+    Case(
+        "config",
+        "unknown key (command line)",
+        lambda d: fit("--data.path", str(corpus(d)), "--model.dmodel", "64"),
+        "--model.dmodel",
+    ),
+    Case(
+        "config",
+        "unknown key (YAML)",
+        lambda d: fit("--data.path", str(corpus(d)), "--config", str(write(d, "c.yaml", "model:\n  n_layer: 2\n"))),
+        "n_layer",
+    ),
+    Case(
+        "config", "wrong type", lambda d: fit("--data.path", str(corpus(d)), "--model.d_model", "wide"), "model.d_model"
+    ),
+    Case(
+        "config",
+        "d_model % n_head != 0",
+        lambda d: fit("--data.path", str(corpus(d)), "--model.n_head", "5"),
+        "d_model (32) must be divisible by n_head (5)",
+    ),
+    Case(
+        "config",
+        "negative size",
+        lambda d: fit("--data.path", str(corpus(d)), "--model.n_layers", "-2"),
+        "n_layers must be a positive integer",
+    ),
+    Case(
+        "config",
+        "val_fraction outside (0, 1)",
+        lambda d: fit("--data.path", str(corpus(d)), "--data.val_fraction", "1.5"),
+        "val_fraction must be in (0, 1)",
+    ),
+    Case(
+        "resume",
+        "different architecture",
+        lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last", "--model.d_hid", "128"),
+        "model.d_hid: checkpoint 64 vs config 128",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "resume",
+        "different tokenizer",
+        lambda d: fit("--data.path", str(write(d, "other.txt", make_text(20_000) + "Ωμέγα")), "--ckpt_path", "last"),
+        "differs from the checkpoint's",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "resume",
+        "no checkpoint to resume",
+        lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last"),
+        "no last.ckpt in logs/tiny/checkpoints",
+    ),
+    Case(
+        "predict",
+        "prompt with characters outside the vocabulary",
+        lambda d: predict("--data.prompts", '["the ΩΩ king"]'),
+        "'Ω' at 4",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "prompt longer than the context (warning, cropped)",
+        lambda d: predict("--data.prompts", '["' + "the king " * 10 + '"]'),
+        "only its last tokens are used",
+        code=0,
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "temperature < 0",
+        lambda d: predict("--model.temperature", "-1"),
+        "temperature must be >= 0",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "top_p outside (0, 1]",
+        lambda d: predict("--model.top_p", "1.5"),
+        "top_p must be in (0, 1]",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "top_k > vocabulary (warning, clamped)",
+        lambda d: predict("--model.top_k", "1000"),
+        "top_k=1000 exceeds the vocabulary",
+        code=0,
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "missing checkpoint file",
+        lambda d: ["predict", *BASE, "--ckpt_path", str(d / "nope.ckpt")],
+        "checkpoint not found",
+    ),
+    Case(
+        "predict",
+        "corrupt checkpoint file",
+        lambda d: ["predict", *BASE, "--ckpt_path", str(write(d, "bad.ckpt", b"PK\x03\x04 truncated"))],
+        "cannot load checkpoint",
+    ),
+]
+
+
+def train_checkpoint(folder: Path) -> None:
+    """A tiny trained run at folder/logs/tiny, on folder/corpus.txt."""
+    from craft.cli import main
+
+    main(["fit", *BASE, "--data.path", str(corpus(folder))])
