@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from craft.callbacks import (
     CraftCheckpoint,
     CraftProgressBar,
     GracefulStop,
+    LoggingStepSync,
     RunSummary,
     SampleGeneration,
     SampleWriter,
@@ -162,7 +165,7 @@ class CraftCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         trainer_init = self._get(self.config_init, "trainer")
         fitting = self.subcommand in (None, "fit")
-        extra: list = [SampleWriter(), RunSummary()]
+        extra: list = [LoggingStepSync(), SampleWriter(), RunSummary()]
         if cfg.trainer.get("logger") in (None, True):
             if fitting:
                 # version="" keeps one folder per experiment, so a resume continues its event stream;
@@ -206,9 +209,10 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # before training started (or after it ended): nothing to save
         print("craft: interrupted", file=sys.stderr)
         sys.exit(130)
-    except StopRequested as e:
-        print(f"craft: {e}; resume with --ckpt_path last", file=sys.stderr)
-        sys.exit(128 + e.signum)
+    except (StopRequested, SIGTERMException) as e:
+        signum = getattr(e, "signum", signal.SIGTERM)
+        print(f"craft: stopped by {signal.Signals(signum).name}; resume with --ckpt_path last", file=sys.stderr)
+        sys.exit(128 + signum)
     except CraftError as e:
         if debug:
             raise

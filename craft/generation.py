@@ -12,7 +12,6 @@ import torch
 
 from craft.errors import ConfigError
 
-
 # Below this a float32 division underflows to 0/0; such temperatures are greedy in all but name.
 GREEDY_BELOW = 1e-6
 

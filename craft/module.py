@@ -20,22 +20,6 @@ from craft.model import GPT, GPTConfig
 ARCHITECTURE_FIELDS = ("vocab_size", "block_size", "d_model", "n_layers", "n_head", "d_hid")
 
 
-def _fix_logging_step(checkpoint: dict[str, Any]) -> None:
-    """Make the resumed run log its first step at the right x position in TensorBoard.
-
-    Lightning stores the logging step counter (``_batches_that_stepped``) before incrementing it
-    and adds 1 on restore only for checkpoints saved at a train batch end; saved at a validation
-    end or at train end the resumed run would log one step behind (overwriting the last point).
-    With one optimizer the counter equals the global step, so set it from that.
-    """
-    loop = checkpoint.get("loops", {}).get("fit_loop")
-    if not loop or "epoch_loop.state_dict" not in loop:
-        return
-    total = loop["epoch_loop.batch_progress"]["total"]
-    saved_on_batch_end = total["completed"] == total["processed"] - 1
-    loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - int(saved_on_batch_end)
-
-
 class LanguageModel(L.LightningModule):
     def __init__(
         self,
@@ -221,7 +205,6 @@ class LanguageModel(L.LightningModule):
             raise CraftError("checkpoint has no tokenizer; it was not written by craft")
         self.set_tokenizer(Tokenizer.from_state(checkpoint["tokenizer"]))
         self._restored_rng_state = checkpoint.get("torch_rng_state")
-        _fix_logging_step(checkpoint)
 
     def on_train_start(self) -> None:
         state = getattr(self, "_restored_rng_state", None)

@@ -7,9 +7,9 @@ docs/errors.md with the exact message).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tests.conftest import TINY_MODEL, make_text
 

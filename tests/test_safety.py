@@ -72,7 +72,7 @@ def test_signal_saves_last_ckpt_exits_and_resumes(corpus, tmp_path, signum, code
         assert "Traceback" not in err
         after = last_step(logs)
         assert after is not None and after >= before
-        assert f"resume with --ckpt_path last" in err
+        assert "resume with --ckpt_path last" in err
     assert "resuming 'tiny'" in out
 
 
@@ -109,7 +109,7 @@ def test_kill_9_during_saves_never_corrupts_last_ckpt(corpus, tmp_path):
     folder = logs / "tiny" / "checkpoints"
     rng = random.Random(0)
     kills, loadable, stray_left, stray = 0, 0, 0, []
-    for i in range(8):
+    for _ in range(8):
         resume = ["--ckpt_path", "last"] if (folder / "last.ckpt").exists() else []
         before = last_step(logs)
         proc = start(

@@ -138,3 +138,21 @@ class CraftCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         self.write_last(trainer)
+
+
+class LoggingStepSync(L.Callback):
+    """Keep a resumed run's TensorBoard x axis on the global step.
+
+    Lightning restores its logging-step counter off by one for checkpoints saved at a validation
+    or train end, so the resumed curve would skip or repeat a step. With one optimizer that
+    counter always equals the global step; this sets it before anything logs the first batch.
+    Register it before other callbacks that log in ``on_train_batch_start`` (the CLI does).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = trainer.ckpt_path is not None
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if getattr(self, "_pending", False):
+            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            self._pending = False

@@ -75,7 +75,8 @@ class GracefulStop(L.Callback):
             raise StopRequested(self.signum)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, StopRequested):
+        # StopRequested is ours; Lightning raises its own SIGTERMException at a batch boundary.
+        if self.signum is not None:
             # Keep a checkpoint written right after this step's training (before validation); else
             # save the mid-validation state, whose validation Lightning reruns on resume.
             self._save(trainer, again=False)
