@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,17 @@ class CraftCLI(LightningCLI):
                 )
 
 
+def _exit_after_signal(code: int, message: str) -> None:
+    """Exit 128 + signal number. Lightning has already closed the logs and written last.ckpt; skipping
+    interpreter shutdown (which resets signal handlers) keeps a second Ctrl-C from killing us mid-exit."""
+    print(message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.current_thread() is threading.main_thread():
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(args: list[str] | None = None) -> None:
     debug = _debug()
     try:
@@ -211,8 +223,9 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(130)
     except (StopRequested, SIGTERMException) as e:
         signum = getattr(e, "signum", signal.SIGTERM)
-        print(f"craft: stopped by {signal.Signals(signum).name}; resume with --ckpt_path last", file=sys.stderr)
-        sys.exit(128 + signum)
+        _exit_after_signal(
+            128 + signum, f"craft: stopped by {signal.Signals(signum).name}; resume with --ckpt_path last"
+        )
     except CraftError as e:
         if debug:
             raise
@@ -221,5 +234,6 @@ def main(args: list[str] | None = None) -> None:
     trainer = getattr(cli, "trainer", None)
     stop = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, GracefulStop)), None)
     if stop is not None and stop.exit_code is not None:
-        print(f"craft: stopped at global step {trainer.global_step}; resume with --ckpt_path last", file=sys.stderr)
-        sys.exit(stop.exit_code)
+        _exit_after_signal(
+            stop.exit_code, f"craft: stopped at global step {trainer.global_step}; resume with --ckpt_path last"
+        )

@@ -56,6 +56,8 @@ class GracefulStop(L.Callback):
             signal.signal(signum, self._handle)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.signum is not None:
+            return  # stopping: keep our handler, so a second Ctrl-C while exiting still ends at once
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
