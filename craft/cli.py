@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from craft.callbacks import (
     TokenThroughput,
 )
 from craft.data import TextDataModule
-from craft.errors import CraftError
+from craft.errors import CraftError, CraftWarning
 from craft.module import ARCHITECTURE_FIELDS, LanguageModel
 
 
@@ -40,7 +41,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        first_line = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
         raise CraftError(f"cannot load checkpoint {path}: {first_line}") from None
 
 
@@ -214,8 +216,19 @@ def _exit_after_signal(code: int, message: str) -> None:
     sys.exit(code)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, CraftWarning):
+        print(f"craft: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(args: list[str] | None = None) -> None:
     debug = _debug()
+    warnings.showwarning = _show_warning
     try:
         cli = CraftCLI(args=args)
     except KeyboardInterrupt:  # before training started (or after it ended): nothing to save

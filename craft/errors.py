@@ -7,3 +7,7 @@ class CraftError(Exception):
 
 class ConfigError(CraftError, ValueError):
     """An invalid combination of settings."""
+
+
+class CraftWarning(UserWarning):
+    """Something was fixed up for the user (a cropped prompt, a clamped top_k); the run goes on."""

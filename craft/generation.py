@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from craft.errors import ConfigError
+from craft.errors import ConfigError, CraftWarning
 
 # Below this a float32 division underflows to 0/0; such temperatures are greedy in all but name.
 GREEDY_BELOW = 1e-6
@@ -40,6 +40,7 @@ class SamplingConfig:
         if self.top_k is not None and self.top_k > vocab_size:
             warnings.warn(
                 f"top_k={self.top_k} exceeds the vocabulary ({vocab_size} tokens); using top_k={vocab_size}",
+                CraftWarning,
                 stacklevel=2,
             )
             return SamplingConfig(self.temperature, vocab_size, self.top_p)

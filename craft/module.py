@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric, SumMetric
 
 from craft.data.tokenizers import Tokenizer
-from craft.errors import CraftError
+from craft.errors import CraftError, CraftWarning
 from craft.generation import SamplingConfig
 from craft.model import GPT, GPTConfig
 
@@ -238,6 +238,7 @@ class LanguageModel(L.LightningModule):
             warnings.warn(
                 f"prompt has {len(ids)} tokens, more than the context of {self.config.block_size}; "
                 "only its last tokens are used",
+                CraftWarning,
                 stacklevel=2,
             )
         generator = torch.Generator(device=self.device).manual_seed(hp.seed if seed is None else seed)

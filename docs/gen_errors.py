@@ -45,7 +45,8 @@ def main() -> None:
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             text = message(run.stderr + run.stdout, case.expect).replace(str(folder) + "/", "")
-            rows.append(f"| {case.group} | {case.name} | {run.returncode} | `{text.replace('|', chr(92) + '|')}` |")
+            cell = text.replace("|", "\\|")
+            rows.append(f"| {case.group} | {case.name} | {run.returncode} | `` {cell} `` |")
     doc = [
         "# Errors for bad input",
         "",
