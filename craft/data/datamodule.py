@@ -290,13 +290,7 @@ class TextDataModule(L.LightningDataModule):
         sampler = WindowBatchSampler(
             len(dataset), self.batch_size, batches, self.seed, self._progress, rank, world_size
         )
-        return ResumableDataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate_windows,
-            num_workers=self.num_workers,
-            generator=own_generator(),
-        )
+        return self._window_loader(dataset, sampler, ResumableDataLoader)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_ids is not None
@@ -304,9 +298,12 @@ class TextDataModule(L.LightningDataModule):
         # Non-overlapping windows in order: every validation token is scored once.
         starts = list(range(0, len(dataset), self.block_size))
         batches = [starts[i : i + self.batch_size] for i in range(0, len(starts), self.batch_size)]
-        return DataLoader(
+        return self._window_loader(dataset, batches)
+
+    def _window_loader(self, dataset: WindowDataset, batch_sampler, loader_class: type = DataLoader) -> DataLoader:
+        return loader_class(
             dataset,
-            batch_sampler=batches,
+            batch_sampler=batch_sampler,
             collate_fn=collate_windows,
             num_workers=self.num_workers,
             generator=own_generator(),
@@ -316,5 +313,7 @@ class TextDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        prompts = self.prompts or ["\n"]
+        # Default: start from a newline, or the first symbol if this vocabulary has none.
+        vocab = getattr(self.tokenizer, "vocab", None) or ["\n"]
+        prompts = self.prompts or ["\n" if "\n" in vocab else vocab[0]]
         return DataLoader(prompts, batch_size=1, collate_fn=collate_prompts)
