@@ -20,18 +20,20 @@ def batch_tokens(batch: Any) -> int:
     return batch[0].numel()
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 0.5) -> float:
+def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
     """FLOP/s of a square matmul on ``device``: the practical ceiling MFU is measured against.
 
-    Takes the best of a few sizes, each timed for about ``seconds / 2`` after a warm-up.
+    Takes the best of three sizes, each timed for about ``seconds / 3`` after a warm-up (the best,
+    because a busy moment on a small machine only ever makes a probe slower).
     """
     best = 0.0
-    for n in (512, 1024):
+    sizes = (512, 1024, 1536)
+    for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
         a @ b  # warm-up
         reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 2:
+        while time.perf_counter() - start < seconds / len(sizes):
             a @ b
             reps += 1
         if device.type == "cuda":
