@@ -229,6 +229,8 @@ _default_showwarning = warnings.showwarning
 def main(args: list[str] | None = None) -> None:
     debug = _debug()
     warnings.showwarning = _show_warning
+    # craft refuses a fresh run into a folder with checkpoints, so this warning only ever means a resume.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     try:
         cli = CraftCLI(args=args)
     except KeyboardInterrupt:  # before training started (or after it ended): nothing to save
