@@ -33,13 +33,14 @@ from craft.errors import CraftError, CraftWarning
 from craft.module import ARCHITECTURE_FIELDS, LanguageModel
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``: a malicious pickle cannot run code)."""
+def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
+    """Load a checkpoint safely: with ``weights_only=True`` (the default) a malicious pickle cannot
+    run code. ``weights_only=False`` is for files you trust (``--weights_only false``)."""
     path = Path(path)
     if not path.is_file():
         raise CraftError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
         text = str(e).strip()
         first_line = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
@@ -134,7 +135,7 @@ class CraftCLI(LightningCLI):
             raise CraftError(f"--ckpt_path {ckpt_path} is not supported by craft: use 'last' or a file path")
         else:
             path = Path(ckpt_path)
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, weights_only=cfg.get("weights_only") is not False)
         cfg.ckpt_path = str(path)
         hparams = checkpoint.get("hyper_parameters", {})
         if "tokenizer" not in checkpoint or not hparams:

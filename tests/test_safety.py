@@ -218,6 +218,7 @@ def test_malicious_checkpoint_cannot_run_code(tmp_path):
     )
     assert out.returncode == 2
     assert f"cannot load checkpoint {evil}" in out.stderr and "Traceback" not in out.stderr
+    assert "Weights only load failed" in out.stderr
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
         LanguageModel.load_from_checkpoint(evil)
     assert not marker.exists()
