@@ -187,7 +187,8 @@ class CraftCLI(LightningCLI):
             extra.append(LearningRateMonitor(logging_interval="step"))
         if cfg.trainer.get("enable_progress_bar") is not False:
             extra.append(CraftProgressBar())
-        trainer_init["callbacks"] = [*(trainer_init.get("callbacks") or []), *extra]
+        user = trainer_init.get("callbacks") or []
+        trainer_init["callbacks"] = [*(user if isinstance(user, list) else [user]), *extra]
         trainer = super().instantiate_trainer(**kwargs)
         # A run shorter than the logging interval would have no training curve at all.
         if 0 < trainer.max_steps < 2 * trainer.log_every_n_steps:
