@@ -86,3 +86,34 @@ class StopAtStep(L.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class SignalDuring(L.Callback):
+    """Sends this process a real signal while it is in `phase` ("training", "validation" or
+    "sample generation"), once, from a timer thread `delay` seconds after the phase starts."""
+
+    def __init__(self, phase: str, signum: int = 2, delay: float = 0.3, after_step: int = 3) -> None:
+        self.phase, self.signum, self.delay, self.after_step = phase, signum, delay, after_step
+        self.sent = False
+
+    def _send(self, trainer, delay: float) -> None:
+        import os
+        import threading
+
+        if self.sent or trainer.global_step < self.after_step or trainer.sanity_checking:
+            return
+        self.sent = True
+        threading.Timer(delay, os.kill, (os.getpid(), self.signum)).start()
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if self.phase == "training":
+            self._send(trainer, 0.0)
+
+    def on_validation_start(self, trainer, *args) -> None:
+        if self.phase == "validation":
+            self._send(trainer, self.delay)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        # Runs before craft's SampleGeneration in the same hook, which then generates for seconds.
+        if self.phase == "sample generation" and trainer.global_step % 2 == 0:
+            self._send(trainer, self.delay)

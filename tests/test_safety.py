@@ -1,6 +1,7 @@
 """Never lose a run: signals, atomic checkpoints, loud failed saves, non-finite loss, safe loading."""
 
 import errno
+import json
 import os
 import random
 import signal
@@ -55,25 +56,82 @@ BUSY = [
 ]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_last_ckpt_exits_and_resumes(corpus, tmp_path, signum, code):
+PHASES = {
+    "training": ["--trainer.limit_val_batches", "0", "--samples.every_n_steps", "0", "--samples.at_end", "false"],
+    # half the corpus held out and every batch validated: validation takes most of the time
+    "validation": [
+        "--data.val_fraction",
+        "0.5",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1.0",
+        "--samples.every_n_steps",
+        "0",
+        "--samples.at_end",
+        "false",
+    ],
+    "sample generation": [
+        "--trainer.limit_val_batches",
+        "0",
+        "--samples.every_n_steps",
+        "2",
+        "--samples.max_new_tokens",
+        "3000",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "phase, signum, code",
+    [("training", signal.SIGINT, 130), ("validation", signal.SIGTERM, 143), ("sample generation", signal.SIGINT, 130)],
+)
+def test_signal_saves_last_ckpt_exits_and_resumes(corpus, tmp_path, phase, signum, code):
+    """A real signal arrives while the real `python -m craft fit` is in `phase`."""
     logs = tmp_path / "logs"
-    for attempt in range(2):
-        step = last_step(logs)
-        proc = start(
-            [*python_cmd(), "fit", *tiny_args(corpus, logs), *BUSY, *(["--ckpt_path", "last"] if attempt else [])]
-        )
-        wait_for_checkpoint(logs, proc, newer_than=step)  # training: our handlers are installed
-        time.sleep(random.Random(attempt).uniform(1.0, 3.0))
-        before = last_step(logs)
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == code, err[-2000:]
-        assert "Traceback" not in err
-        after = last_step(logs)
-        assert after is not None and after >= before
-        assert "resume with --ckpt_path last" in err
-    assert "resuming 'tiny'" in out
+    sender = json.dumps({"class_path": "tests.conftest.SignalDuring", "init_args": {"phase": phase, "signum": signum}})
+    run = subprocess.run(
+        [
+            *python_cmd(),
+            "fit",
+            *tiny_args(corpus, logs),
+            *PHASES[phase],
+            "--trainer.max_steps",
+            "100000",
+            "--checkpoint.every_n_train_steps",
+            "50",
+            "--trainer.callbacks+",
+            sender,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert run.returncode == code, run.stderr[-3000:]
+    assert f"{signal.Signals(signum).name} received during {phase}" in run.stderr
+    assert "Traceback" not in run.stderr and "resume with --ckpt_path last" in run.stderr
+    stopped_at = last_step(logs)
+    assert stopped_at is not None and stopped_at >= 3  # saved at the stop, not at a periodic checkpoint
+    resumed = subprocess.run(
+        [
+            *python_cmd(),
+            "fit",
+            *tiny_args(corpus, logs),
+            *PHASES[phase],
+            "--ckpt_path",
+            "last",
+            "--trainer.max_steps",
+            str(stopped_at + 2),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at global step {stopped_at}" in resumed.stdout
+    assert last_step(logs) == stopped_at + 2
 
 
 def test_second_ctrl_c_aborts_at_once_and_last_ckpt_still_loads(corpus, tmp_path):

@@ -63,6 +63,7 @@ class SampleGeneration(L.Callback):
         self.top_p = top_p
         self.seed = seed
         self.at_end = at_end
+        self.active = False  # True while generating (the stop handler reports it)
         self._last_step = -1
 
     def _prompts(self, trainer: L.Trainer, pl_module) -> list[str]:
@@ -82,6 +83,17 @@ class SampleGeneration(L.Callback):
         if not trainer.is_global_zero:
             return []
         start = time.perf_counter()
+        self.active = True
+        try:
+            results = self._generate_all(trainer, pl_module, step)
+        finally:
+            self.active = False
+        for callback in trainer.callbacks:
+            if isinstance(callback, TokenThroughput) and trainer.training:
+                callback.exclude(time.perf_counter() - start)
+        return results
+
+    def _generate_all(self, trainer: L.Trainer, pl_module, step: int) -> list[tuple[str, str]]:
         results = []
         for i, prompt in enumerate(self._prompts(trainer, pl_module)):
             text = pl_module.generate(
@@ -97,9 +109,6 @@ class SampleGeneration(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_text(f"samples/{i}", markdown_code_block(prompt + text), step)
-        for callback in trainer.callbacks:
-            if isinstance(callback, TokenThroughput) and trainer.training:
-                callback.exclude(time.perf_counter() - start)
         return results
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

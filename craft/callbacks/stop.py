@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 
 from craft.callbacks.checkpoint import CraftCheckpoint
+from craft.callbacks.samples import SampleGeneration
 
 
 class StopRequested(Exception):
@@ -30,6 +31,7 @@ class GracefulStop(L.Callback):
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
 
     @property
     def exit_code(self) -> int | None:
@@ -43,12 +45,24 @@ class GracefulStop(L.Callback):
             self.signum = signum
             name = signal.Signals(signum).name
             print(
-                f"\ncraft: {name} received, stopping after this step and saving last.ckpt (Ctrl-C again to abort now)",
+                f"\ncraft: {name} received during {self._phase()}, stopping after this step and saving "
+                "last.ckpt (Ctrl-C again to abort now)",
                 file=sys.stderr,
                 flush=True,
             )
 
+    def _phase(self) -> str:
+        trainer = self._trainer
+        if trainer is None:
+            return "training"
+        if any(isinstance(c, SampleGeneration) and c.active for c in trainer.callbacks):
+            return "sample generation"
+        if trainer.sanity_checking:
+            return "the sanity check"
+        return "validation" if trainer.validating else "training"
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
         if stage != "fit" or threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
