@@ -76,6 +76,7 @@ class LanguageModel(L.LightningModule):
         )
         self.sampling = SamplingConfig(temperature, top_k, top_p)
         self.model = GPT(self.config)
+        self._flops_per_token = self.model.flops_per_token()  # fixed by the shape; read every batch
         self.tokenizer: Tokenizer | None = None
         self.val_loss = MeanMetric()
         self.val_nats = SumMetric()
@@ -95,7 +96,7 @@ class LanguageModel(L.LightningModule):
             self.model.compile()
 
     def on_fit_start(self) -> None:
-        n, flops = self.model.num_params(), self.model.flops_per_token()
+        n, flops = self.model.num_params(), self._flops_per_token
         rank_zero_info(f"craft: {n:,} parameters ({n / 1e6:.2f}M), {flops / 1e6:.2f} MFLOP per trained token")
 
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
@@ -119,7 +120,7 @@ class LanguageModel(L.LightningModule):
     def flops_per_batch(self) -> int:
         """FLOPs of the last batch, read by the throughput monitor: 6N + attention per trained token,
         a third of that per evaluated token (forward only)."""
-        per_token = self.model.flops_per_token()
+        per_token = self._flops_per_token
         return self._last_batch_tokens * (per_token if self.training else per_token // 3)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -147,7 +148,7 @@ class LanguageModel(L.LightningModule):
     def _chars(self, ids: torch.Tensor) -> torch.Tensor:
         """Characters of original text that the token ids stand for (1 each for a char tokenizer)."""
         if self._chars_per_token is None or self._chars_per_token.device != ids.device:
-            lengths = self._require_tokenizer().token_char_lengths() if self.tokenizer else [1] * self.config.vocab_size
+            lengths = self.tokenizer.token_char_lengths() if self.tokenizer else [1] * self.config.vocab_size
             self._chars_per_token = torch.tensor(lengths, dtype=torch.float64, device=ids.device)
         return self._chars_per_token[ids]
 
