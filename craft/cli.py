@@ -29,6 +29,7 @@ from craft.callbacks import (
     TokenThroughput,
 )
 from craft.data import TextDataModule
+from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning
 from craft.module import ARCHITECTURE_FIELDS, LanguageModel
 
@@ -160,9 +161,12 @@ class CraftCLI(LightningCLI):
                 if f in hparams and f != "vocab_size":
                     cfg.model[f] = hparams[f]
             cfg.data.block_size = hparams["block_size"]
+            # The checkpoint's tokenizer, as the config entry that rebuilds it: no corpus needed.
+            state = checkpoint["tokenizer"]
+            cls = Tokenizer.class_of(state)
+            init_args = {k: v for k, v in state.items() if k not in ("type", "class_path")}
             cfg.data.tokenizer = Namespace(
-                class_path="craft.data.tokenizers.CharTokenizer",
-                init_args=Namespace(vocab=list(checkpoint["tokenizer"]["vocab"])),
+                class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args)
             )
 
     def instantiate_trainer(self, **kwargs: Any):
@@ -198,12 +202,13 @@ class CraftCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         saved = self._checkpoint_tokenizer
         if saved is not None and self.subcommand == "fit":
-            current = self.datamodule.tokenizer.state()
-            if current != saved:
+            tokenizer = self.datamodule.tokenizer
+            if tokenizer.state() != saved:
+                theirs = Tokenizer.from_state(saved)
                 raise CraftError(
-                    f"cannot resume: the tokenizer built from {self.datamodule.path} "
-                    f"({len(current.get('vocab', []))} symbols) differs from the checkpoint's "
-                    f"({len(saved.get('vocab', []))} symbols); resume on the original corpus"
+                    f"cannot resume: the {tokenizer.describe()} built from {self.datamodule.path} "
+                    f"differs from the checkpoint's {theirs.describe()}; resume on the original corpus "
+                    "and tokenizer settings"
                 )
 
 

@@ -17,7 +17,17 @@ from craft.generation import SamplingConfig
 from craft.model import GPT, GPTConfig
 
 # Fields that fix the network's shape: a checkpoint and a config must agree on these to resume.
-ARCHITECTURE_FIELDS = ("vocab_size", "block_size", "d_model", "n_layers", "n_head", "d_hid")
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "block_size",
+    "d_model",
+    "n_layers",
+    "n_head",
+    "d_hid",
+    "norm",
+    "mlp",
+    "positions",
+)
 
 
 class LanguageModel(L.LightningModule):
@@ -29,6 +39,9 @@ class LanguageModel(L.LightningModule):
         n_layers: int = 6,
         n_head: int = 8,
         d_hid: int = 512,
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        positions: str = "learned",
         dropout: float = 0.0,
         lr: float = 1e-3,
         min_lr: float = 1e-4,
@@ -49,7 +62,10 @@ class LanguageModel(L.LightningModule):
             d_model: Width of the residual stream.
             n_layers: Transformer blocks.
             n_head: Attention heads (must divide d_model).
-            d_hid: Hidden width of each MLP.
+            d_hid: Hidden width of each MLP (a SwiGLU MLP uses 2/3 of it: same parameter count).
+            norm: Normalization: layernorm, rmsnorm, or a class's import path (see craft/model/blocks.py).
+            mlp: MLP: gelu, swiglu, or a class's import path.
+            positions: Position scheme: learned (added embeddings), rotary, or a class's import path.
             dropout: Dropout on embeddings, attention output and MLP output.
             lr: Peak learning rate of AdamW, reached after `warmup_steps`.
             min_lr: Learning rate at the end of the cosine decay.
@@ -72,6 +88,9 @@ class LanguageModel(L.LightningModule):
             n_layers=n_layers,
             n_head=n_head,
             d_hid=d_hid,
+            norm=norm,
+            mlp=mlp,
+            positions=positions,
             dropout=dropout,
         )
         self.sampling = SamplingConfig(temperature, top_k, top_p)

@@ -4,16 +4,20 @@ import torch
 
 from craft.data import TextDataModule
 from craft.data.datamodule import WindowBatchSampler
+from craft.data.tokenizers import BPETokenizer
 from craft.errors import ConfigError, CraftError
 
 
-def test_split_is_contiguous_without_overlap(corpus):
-    dm = TextDataModule(str(corpus), block_size=16, batch_size=4, val_fraction=0.1)
+@pytest.mark.parametrize("tokenizer", [None, BPETokenizer(300)], ids=["char", "bpe"])
+def test_split_is_contiguous_without_overlap(corpus, tokenizer):
+    dm = TextDataModule(str(corpus), block_size=16, batch_size=4, val_fraction=0.1, tokenizer=tokenizer)
     dm.setup("fit")
-    n = len(dm.train_ids) + len(dm.val_ids)
-    assert len(dm.val_ids) == int(n * 0.1)
     text = corpus.read_text()
-    assert dm.tokenizer.decode(dm.train_ids.tolist()) + dm.tokenizer.decode(dm.val_ids.tolist()) == text
+    train, val = dm.tokenizer.decode(dm.train_ids.tolist()), dm.tokenizer.decode(dm.val_ids.tolist())
+    assert train + val == text
+    # Split by characters, at a line start: every tokenizer validates on the same text.
+    assert val.startswith(text[text.rfind("\n", 0, int(len(text) * 0.9)) + 1 :][:50])
+    assert 0.09 < len(val) / len(text) < 0.11
     # every training window lies entirely inside the train split
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == y.shape == (4, 16)

@@ -44,9 +44,17 @@ def test_invalid_config_is_one_clear_error():
     assert "n_layers" in str(e.value) and "d_hid" in str(e.value)
 
 
+VARIANTS = [
+    {},
+    {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rotary"},
+    {"positions": "rotary"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()) or "classic")
 @pytest.mark.parametrize("new_tokens", [5, 40])  # 40 goes past block_size=16: the window slides
-def test_kv_cache_generation_equals_uncached(new_tokens):
-    m = tiny()
+def test_kv_cache_generation_equals_uncached(new_tokens, variant):
+    m = tiny(**variant)
     prompt = torch.randint(0, 20, (2, 5))
     greedy = SamplingConfig(temperature=0)
     cached = m.generate(prompt, new_tokens, greedy, use_cache=True)
@@ -55,8 +63,9 @@ def test_kv_cache_generation_equals_uncached(new_tokens):
     assert torch.equal(cached, uncached)
 
 
-def test_kv_cache_logits_match_full_forward():
-    m = tiny()
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()) or "classic")
+def test_kv_cache_logits_match_full_forward(variant):
+    m = tiny(**variant)
     x = torch.randint(0, 20, (1, 12))
     cache = [None] * 2
     m(x[:, :8], cache=cache)
@@ -78,3 +87,65 @@ def test_temperature_zero_is_deterministic_and_sampling_is_seeded():
     c = m.generate(prompt, 20, s, torch.Generator().manual_seed(1))
     d = m.generate(prompt, 20, s, torch.Generator().manual_seed(1))
     assert torch.equal(c, d)
+
+
+def test_modern_variant_uses_its_parts_at_a_comparable_parameter_count():
+    shape = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
+    classic = GPT(GPTConfig(**shape))
+    modern = GPT(GPTConfig(**shape, norm="rmsnorm", mlp="swiglu", positions="rotary"))
+    kinds = {type(m).__name__ for m in modern.modules()}
+    assert {"RMSNorm", "SwiGLU", "RotaryPositions"} <= kinds and "LayerNorm" not in kinds
+    # SwiGLU width 344 = 2/3 of 512 rounded up to 8: 3 * 128 * 344 weights vs GELU's 2 * 128 * 512.
+    assert modern.blocks[0].mlp.proj.in_features == 344
+    # Rotary has no parameters (no 256 x 128 table); RMSNorm has no bias.
+    assert modern.num_params(non_embedding=True) == modern.num_params()
+    ratio = modern.num_params(non_embedding=True) / classic.num_params(non_embedding=True)
+    assert 0.98 < ratio < 1.02, ratio
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    rot = tiny(positions="rotary").positions
+    q, k = torch.randn(1, 4, 5, 8), torch.randn(1, 4, 5, 8)  # (B, nh, T, hs)
+    q0, k0 = rot.rotate(q, k, 0)
+    q7, k7 = rot.rotate(q, k, 7)
+    assert not torch.allclose(q0, q7)  # each vector turns with its position...
+    torch.testing.assert_close(q0 @ k0.transpose(-1, -2), q7 @ k7.transpose(-1, -2))  # ...scores do not
+
+
+class ScaledTanhNorm(torch.nn.Module):
+    """A norm from outside craft's registry, named in a config by its import path."""
+
+    def __init__(self, d_model: int, bias: bool = True) -> None:
+        super().__init__()
+        self.alpha = torch.nn.Parameter(torch.ones(1))
+        self.weight = torch.nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.alpha * x) * self.weight
+
+
+def test_a_new_variant_is_named_by_import_path():
+    m = tiny(norm="tests.test_model.ScaledTanhNorm")
+    assert type(m.blocks[0].ln_1).__name__ == "ScaledTanhNorm"
+    x = torch.randint(0, 20, (2, 16))
+    _, loss = m(x, x)
+    loss.backward()
+    assert m.blocks[0].ln_1.alpha.grad is not None
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("norm", "batchnorm", "unknown norm 'batchnorm': use one of ['layernorm', 'rmsnorm']"),
+        ("mlp", "no.such.Module", "mlp 'no.such.Module' cannot be imported"),
+        ("positions", "torch.nn.functional.relu", "is not an nn.Module class"),
+    ],
+)
+def test_unknown_variant_is_a_config_error(field, value, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        GPTConfig(vocab_size=10, **{field: value})
+
+
+def test_rotary_needs_an_even_head_size():
+    with pytest.raises(ConfigError, match="even head size"):
+        GPT(GPTConfig(vocab_size=10, d_model=12, n_head=4, positions="rotary"))

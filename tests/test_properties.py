@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from craft.data.datamodule import WindowBatchSampler
-from craft.data.tokenizers import CharTokenizer, Tokenizer
+from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from craft.generation import SamplingConfig, sample_next
 from craft.model import GPT, GPTConfig
 
@@ -18,6 +18,20 @@ def test_char_tokenizer_round_trips_any_text(text):
     assert tok.decode(ids) == text
     assert all(0 <= i < tok.vocab_size for i in ids)
     assert Tokenizer.from_state(tok.state()).encode(text) == ids
+
+
+BPE = BPETokenizer(vocab_size=300)
+BPE.fit("The quick brown fox jumps over the lazy dog. " * 50 + "naïve café 日本語 🎉")
+BPE_RELOADED = Tokenizer.from_state(BPE.state())
+
+
+@given(st.text(max_size=300))
+def test_bpe_round_trips_any_text_and_counts_its_characters(text):
+    ids = BPE.encode(text)
+    assert BPE.decode(ids) == text
+    assert BPE_RELOADED.encode(text) == ids
+    lengths = BPE.token_char_lengths()
+    assert sum(lengths[i] for i in ids) == len(text)
 
 
 @given(st.data())

@@ -18,7 +18,7 @@ from craft.data.corpus import corpus_files, read_corpus, write_builtin_corpus
 from craft.data.tokenizers import CharTokenizer, Tokenizer
 from craft.errors import ConfigError, CraftError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: train and val encoded apart, split by characters
 
 
 class WindowDataset(Dataset):
@@ -178,6 +178,7 @@ class TextDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.num_workers = num_workers
         self._ids: np.ndarray | None = None
+        self._val_start = 0
         self.train_ids: np.ndarray | None = None
         self.val_ids: np.ndarray | None = None
 
@@ -203,7 +204,8 @@ class TextDataModule(L.LightningDataModule):
             h.update(str(f.name).encode())
             h.update(f.read_bytes())
         tok = self.tokenizer.state() if self.tokenizer.is_fitted else self.tokenizer.settings()
-        h.update(json.dumps({"tokenizer": tok, "format": CACHE_FORMAT}, sort_keys=True).encode())
+        key = {"tokenizer": tok, "val_fraction": self.val_fraction, "format": CACHE_FORMAT}
+        h.update(json.dumps(key, sort_keys=True).encode())
         return h.hexdigest()[:16]
 
     def cache_folder(self) -> Path:
@@ -222,21 +224,40 @@ class TextDataModule(L.LightningDataModule):
         meta = json.loads(meta_file.read_text())
         if not self.tokenizer.is_fitted:
             self.tokenizer = Tokenizer.from_state(meta["tokenizer"])
+        self._val_start = meta["val_start"]
         self._ids = np.memmap(folder / "ids.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
         return self._ids
+
+    def _split_point(self, text: str) -> int:
+        """Where validation text starts: the last ``val_fraction`` of the characters, moved back to
+        a line start when one is near. Splitting characters (not tokens) gives every tokenizer the
+        same validation text, so their val/bpc compare fairly."""
+        cut = int(len(text) * (1 - self.val_fraction))
+        line_start = text.rfind("\n", 0, cut) + 1
+        return line_start if 0 < line_start and cut - line_start < 1000 else cut
 
     def _build_cache(self, folder: Path) -> None:
         text = read_corpus(self._corpus_path())
         tokenizer = self.tokenizer
         if not tokenizer.is_fitted:
             tokenizer.fit(text)
-        ids = np.asarray(tokenizer.encode(text), dtype=np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32)
+        cut = self._split_point(text)
+        train, val = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])  # apart: no token spans the cut
+        dtype = np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32
+        ids = np.asarray(train + val, dtype=dtype)
         # Write into a private temp folder, then rename: a crash never leaves a half-written cache.
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         tmp.mkdir(exist_ok=True)
         ids.tofile(tmp / "ids.bin")
-        meta = {"dtype": ids.dtype.name, "num_tokens": len(ids), "num_chars": len(text), "tokenizer": tokenizer.state()}
+        meta = {
+            "dtype": ids.dtype.name,
+            "num_tokens": len(ids),
+            "num_chars": len(text),
+            "val_start": len(train),
+            "val_start_char": cut,
+            "tokenizer": tokenizer.state(),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
             os.replace(tmp, folder)
@@ -255,9 +276,8 @@ class TextDataModule(L.LightningDataModule):
         if stage == "predict":
             return
         ids = self._load_or_build_cache()
-        n_val = int(len(ids) * self.val_fraction)
         # Contiguous split, validation from the end: no val text can leak into a train window.
-        self.train_ids, self.val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+        self.train_ids, self.val_ids = ids[: self._val_start], ids[self._val_start :]
         need = self.block_size + 1
         for name, part in (("train", self.train_ids), ("validation", self.val_ids)):
             if len(part) < need:

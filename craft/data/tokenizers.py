@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
-from craft.errors import CraftError
+import tokenizers as hf
+
+from craft.errors import ConfigError, CraftError
 
 
 class Tokenizer(ABC):
     """What the data module and the model need from a tokenizer.
 
     A tokenizer is *fitted* (its vocabulary known) either from its init arguments or by ``fit``
-    on a corpus. ``state()`` returns plain strings/lists/numbers; ``from_state`` rebuilds it.
+    on a corpus. ``state()`` is ``{"type": kind, **init_args}``: plain strings, lists and numbers
+    whose init arguments rebuild the fitted tokenizer, so the checkpoint carries it and the CLI can
+    put it into a config. A subclass sets ``kind``; defining it registers it for ``from_state``.
     """
+
+    kind: ClassVar[str]
+    _registry: ClassVar[dict[str, type[Tokenizer]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            Tokenizer._registry[cls.kind] = cls
 
     @property
     @abstractmethod
@@ -34,25 +47,47 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def token_char_lengths(self) -> list[int]:
-        """Characters of original text each token id stands for (for bits per character)."""
+        """Characters of original text each token id stands for (for bits per character).
+
+        Summed over the ids of any text, this is the text's length in characters.
+        """
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
         """What decides how the tokenizer is fitted (part of the cache key)."""
 
     @abstractmethod
-    def state(self) -> dict[str, Any]: ...
+    def init_args(self) -> dict[str, Any]:
+        """Init arguments that rebuild this tokenizer, fitted."""
+
+    def state(self) -> dict[str, Any]:
+        return {"type": self.kind, **self.init_args()}
+
+    def describe(self) -> str:
+        return f"{self.kind} tokenizer with {self.vocab_size} tokens" if self.is_fitted else f"{self.kind} tokenizer"
+
+    @staticmethod
+    def class_of(state: dict[str, Any]) -> type[Tokenizer]:
+        kind = state.get("type")
+        if kind not in Tokenizer._registry and isinstance(state.get("class_path"), str):
+            module, _, name = state["class_path"].rpartition(".")
+            importlib.import_module(module)  # defining the class registers its kind
+        if kind not in Tokenizer._registry:
+            raise CraftError(
+                f"unknown tokenizer type {kind!r} in checkpoint; this craft knows: {sorted(Tokenizer._registry)}"
+            )
+        return Tokenizer._registry[kind]
 
     @staticmethod
     def from_state(state: dict[str, Any]) -> Tokenizer:
-        kind = state.get("type")
-        if kind == "char":
-            return CharTokenizer(vocab=list(state["vocab"]))
-        raise CraftError(f"unknown tokenizer type {kind!r} in checkpoint; this craft knows: 'char'")
+        cls = Tokenizer.class_of(state)
+        return cls(**{k: v for k, v in state.items() if k not in ("type", "class_path")})
 
 
 class CharTokenizer(Tokenizer):
     """One token per Unicode character; the vocabulary is the sorted set of the corpus's characters."""
+
+    kind = "char"
 
     def __init__(self, vocab: list[str] | None = None) -> None:
         """
@@ -109,5 +144,96 @@ class CharTokenizer(Tokenizer):
     def settings(self) -> dict[str, Any]:
         return {"type": "char"}
 
-    def state(self) -> dict[str, Any]:
-        return {"type": "char", "vocab": list(self._require())}
+    def init_args(self) -> dict[str, Any]:
+        return {"vocab": list(self._require())}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The byte -> printable character table of byte-level BPE (GPT-2), as HF ``tokenizers`` uses it:
+    printable Latin-1 bytes stand for themselves, the other 68 bytes for characters from U+0100 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    for n, b in enumerate(b for b in range(256) if b not in table):
+        table[b] = chr(256 + n)
+    return table
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE (GPT-2 style) trained on the corpus with Hugging Face ``tokenizers``.
+
+    Any text encodes (it works on UTF-8 bytes, so there is no unknown token) and decodes back
+    exactly. Training runs locally on the corpus; nothing is downloaded.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, vocab_size: int = 1024, min_frequency: int = 2, trained: str | None = None) -> None:
+        """
+        Args:
+            vocab_size: Tokens to learn: 256 byte tokens plus merges (a small corpus may give fewer).
+            min_frequency: A pair must occur this often in the corpus to become a merge.
+            trained: The trained tokenizer as Hugging Face JSON. craft fills it from a checkpoint;
+                leave it empty to train on the corpus.
+        """
+        if vocab_size < 256:
+            raise ConfigError(f"BPETokenizer vocab_size must be at least 256 (the byte alphabet), got {vocab_size}")
+        if min_frequency < 1:
+            raise ConfigError(f"BPETokenizer min_frequency must be at least 1, got {min_frequency}")
+        self.requested_vocab_size = vocab_size
+        self.min_frequency = min_frequency
+        self._char_lengths: list[int] | None = None
+        self._tok: hf.Tokenizer | None = hf.Tokenizer.from_str(trained) if trained else None
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._tok is not None
+
+    def _require(self) -> hf.Tokenizer:
+        if self._tok is None:
+            raise RuntimeError("BPETokenizer is not trained: call fit(text) or pass trained")
+        return self._tok
+
+    @property
+    def vocab_size(self) -> int:
+        return self._require().get_vocab_size()
+
+    def fit(self, text: str) -> None:
+        tok = hf.Tokenizer(hf.models.BPE())
+        tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = hf.decoders.ByteLevel()
+        trainer = hf.trainers.BpeTrainer(
+            vocab_size=self.requested_vocab_size,
+            min_frequency=self.min_frequency,
+            initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator([text], trainer)
+        self._tok = tok
+        self._char_lengths = None
+
+    def encode(self, text: str) -> list[int]:
+        return self._require().encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._require().decode(ids)
+
+    def token_char_lengths(self) -> list[int]:
+        # A character counts for the token holding its first UTF-8 byte (bytes 10xxxxxx continue one).
+        if self._char_lengths is None:
+            byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+            tok = self._require()
+            lengths = [0] * tok.get_vocab_size()
+            for piece, i in tok.get_vocab().items():
+                lengths[i] = sum(1 for c in piece if byte_of[c] & 0xC0 != 0x80)
+            self._char_lengths = lengths
+        return self._char_lengths
+
+    def settings(self) -> dict[str, Any]:
+        return {"type": self.kind, "vocab_size": self.requested_vocab_size, "min_frequency": self.min_frequency}
+
+    def init_args(self) -> dict[str, Any]:
+        return {
+            "vocab_size": self.requested_vocab_size,
+            "min_frequency": self.min_frequency,
+            "trained": self._require().to_str(),
+        }

@@ -1,6 +1,7 @@
 """A decoder-only transformer language model in plain PyTorch (no Lightning in this file).
 
-Read top to bottom: config -> attention -> MLP -> block -> GPT (forward, generate, parameter count).
+Read top to bottom: config -> attention -> block -> GPT (forward, generate, parameter count).
+Norms, MLPs and position schemes are swappable parts in ``blocks.py``, picked by config name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from craft.errors import ConfigError
 from craft.generation import SamplingConfig, sample_next
+from craft.model.blocks import resolve
 
 
 @dataclass
@@ -27,6 +29,9 @@ class GPTConfig:
     d_hid: int = 512
     dropout: float = 0.0
     bias: bool = True
+    norm: str = "layernorm"  # layernorm | rmsnorm | a class's import path
+    mlp: str = "gelu"  # gelu | swiglu (at the same parameter count) | ...
+    positions: str = "learned"  # learned | rotary | ...
 
     def __post_init__(self) -> None:
         problems = []
@@ -43,6 +48,8 @@ class GPTConfig:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
+        for kind in ("norm", "mlp", "positions"):
+            resolve(kind, getattr(self, kind))  # unknown names fail here, with the choices
 
     @property
     def head_size(self) -> int:
@@ -61,11 +68,12 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, positions: nn.Module, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = positions.rotate(q, k, cache[0].size(2) if cache is not None else 0)
         if cache is not None:
             k = torch.cat([cache[0], k], dim=2)  # (B, nh, T_past + T, hs)
             v = torch.cat([cache[1], v], dim=2)
@@ -83,27 +91,17 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y)), (k, v)
 
 
-class MLP(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.fc = nn.Linear(config.d_model, config.d_hid, bias=config.bias)
-        self.proj = nn.Linear(config.d_hid, config.d_model, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
-
-
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        norm = resolve("norm", config.norm)
+        self.ln_1 = norm(config.d_model, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_2 = norm(config.d_model, bias=config.bias)
+        self.mlp = resolve("mlp", config.mlp)(config)
 
-    def forward(self, x: torch.Tensor, cache=None):
-        a, cache = self.attn(self.ln_1(x), cache)
+    def forward(self, x: torch.Tensor, positions: nn.Module, cache=None):
+        a, cache = self.attn(self.ln_1(x), positions, cache)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, cache
@@ -114,10 +112,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.block_size, config.d_model)
+        self.positions = resolve("positions", config.positions)(config)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_f = resolve("norm", config.norm)(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
         self.apply(self._init_weights)
@@ -138,10 +136,10 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters counted once (the tied head shares the token embedding).
 
-        With ``non_embedding`` the position embedding is left out, as in the 6N FLOP estimate.
+        With ``non_embedding`` position parameters are left out, as in the 6N FLOP estimate.
         """
         n = sum(p.numel() for p in self.parameters())
-        return n - self.pos_emb.weight.numel() if non_embedding else n
+        return n - sum(p.numel() for p in self.positions.parameters()) if non_embedding else n
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6N for the matmuls plus 12*L*d*T for attention (PaLM appendix B)."""
@@ -162,10 +160,9 @@ class GPT(nn.Module):
         B, T = idx.shape
         if start_pos + T > self.config.block_size:
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        x = self.drop(self.positions.embed(self.tok_emb(idx), start_pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, cache[i] if cache is not None else None)
+            x, layer_cache = block(x, self.positions, cache[i] if cache is not None else None)
             if cache is not None:
                 cache[i] = layer_cache
         x = self.ln_f(x)
@@ -187,8 +184,8 @@ class GPT(nn.Module):
         """Yield ``max_new_tokens`` new token columns ``(B, 1)``, one per step.
 
         The KV cache lives only inside this call. When the context reaches ``block_size`` it
-        slides: the newest ``block_size // 2`` tokens are re-encoded (learned positions make
-        cached keys invalid once positions shift) and generation goes on from there. With
+        slides: the newest ``block_size // 2`` tokens are re-encoded (cached keys were computed
+        at positions that no longer hold) and generation goes on from there. With
         ``use_cache=False`` every step re-runs the same context from scratch, the reference
         the cached path must equal.
         """

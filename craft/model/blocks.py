@@ -1,0 +1,156 @@
+"""Swappable parts of the transformer: norms, MLPs and position schemes, chosen by name in the config.
+
+Each kind has a registry of short names. A config may also name any class by its import path
+(``norm: mypackage.norms.DyT``), so a new variant is one new module plus one config line: nothing
+in ``gpt.py``, ``module.py``, the data code or the CLI changes. The interfaces:
+
+- norm:      ``cls(d_model: int, bias: bool)``, maps ``(B, T, C)`` to ``(B, T, C)``.
+- mlp:       ``cls(config: GPTConfig)``, maps ``(B, T, C)`` to ``(B, T, C)``; name the output
+             projection ``proj`` to get the scaled residual init.
+- positions: ``cls(config: GPTConfig)`` with ``embed(x, start_pos)`` (on the token embeddings) and
+             ``rotate(q, k, start_pos)`` (on each layer's queries and keys, ``(B, nh, T, hs)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from craft.errors import ConfigError
+
+if TYPE_CHECKING:
+    from craft.model.gpt import GPTConfig
+
+
+# -- norms ---------------------------------------------------------------------------------------
+
+
+class LayerNorm(nn.LayerNorm):
+    def __init__(self, d_model: int, bias: bool = True) -> None:
+        super().__init__(d_model, bias=bias)
+
+
+class RMSNorm(nn.RMSNorm):
+    """Scale by the root mean square only: no mean subtraction, no bias (Zhang & Sennrich, 2019)."""
+
+    def __init__(self, d_model: int, bias: bool = True) -> None:
+        super().__init__(d_model, eps=1e-5)
+
+
+# -- MLPs ----------------------------------------------------------------------------------------
+
+
+class GeluMLP(nn.Module):
+    """d_model -> d_hid -> d_model with GELU: 2 * d_model * d_hid weights."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_hid, bias=config.bias)
+        self.proj = nn.Linear(config.d_hid, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+def swiglu_width(d_hid: int) -> int:
+    """Hidden width of a SwiGLU MLP with as many weights as a GELU MLP of width ``d_hid``.
+
+    SwiGLU has three matrices instead of two, so 2/3 of the width, rounded up to a multiple of 8.
+    """
+    return math.ceil(2 * d_hid / 3 / 8) * 8
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP, ``proj(silu(gate(x)) * up(x))`` (Shazeer, 2020), at the parameter count of GeluMLP."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        width = swiglu_width(config.d_hid)
+        self.gate_up = nn.Linear(config.d_model, 2 * width, bias=config.bias)  # both in one matmul
+        self.proj = nn.Linear(width, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, width) each
+        return self.dropout(self.proj(F.silu(gate) * up))
+
+
+# -- positions -----------------------------------------------------------------------------------
+
+
+class LearnedPositions(nn.Module):
+    """A learned vector per position, added to the token embeddings (GPT-2)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(config.block_size, config.d_model)
+
+    def embed(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
+        pos = torch.arange(start_pos, start_pos + x.size(1), device=x.device)
+        return x + self.emb(pos)
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
+
+
+class RotaryPositions(nn.Module):
+    """Rotary position embedding (Su et al., 2021): queries and keys are rotated by an angle that
+    grows with position, so attention scores depend on relative distance. No parameters."""
+
+    def __init__(self, config: GPTConfig, base: float = 10_000.0) -> None:
+        super().__init__()
+        hs = config.head_size
+        if hs % 2:
+            raise ConfigError(f"rotary positions need an even head size, got d_model/n_head = {hs}")
+        inv_freq = 1.0 / base ** (torch.arange(0, hs, 2, dtype=torch.float32) / hs)  # (hs/2,)
+        angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)  # (T, hs/2)
+        # Buffers, not parameters, and not saved: they follow from the config.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def embed(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
+        return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        T = q.size(2)
+        cos = self.cos[start_pos : start_pos + T].to(q.dtype)  # (T, hs/2)
+        sin = self.sin[start_pos : start_pos + T].to(q.dtype)
+        return _rotate_half_pairs(q, cos, sin), _rotate_half_pairs(k, cos, sin)
+
+
+def _rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # Pair dimension i with i + hs/2 (the GPT-NeoX / Llama layout) and rotate each pair.
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+# -- lookup --------------------------------------------------------------------------------------
+
+REGISTRY: dict[str, dict[str, type[nn.Module]]] = {
+    "norm": {"layernorm": LayerNorm, "rmsnorm": RMSNorm},
+    "mlp": {"gelu": GeluMLP, "swiglu": SwiGLU},
+    "positions": {"learned": LearnedPositions, "rotary": RotaryPositions},
+}
+
+
+def resolve(kind: str, name: str) -> type[nn.Module]:
+    """The class for a config value: a registered short name, or ``package.module.ClassName``."""
+    known = REGISTRY[kind]
+    if name in known:
+        return known[name]
+    if "." in name:
+        module_name, _, class_name = name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"{kind} {name!r} cannot be imported: {e}") from None
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls
+        raise ConfigError(f"{kind} {name!r} is not an nn.Module class")
+    raise ConfigError(f"unknown {kind} {name!r}: use one of {sorted(known)} or a class's import path")

@@ -1,0 +1,31 @@
+"""LanguageModel: metrics that must mean the same thing for every tokenizer."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from craft import LanguageModel
+from craft.data import TextDataModule
+from craft.data.tokenizers import BPETokenizer, CharTokenizer
+
+
+@pytest.mark.parametrize("tokenizer", [CharTokenizer(), BPETokenizer(vocab_size=320)], ids=["char", "bpe"])
+def test_uniform_model_gets_the_expected_bits_per_character(corpus, tokenizer):
+    block = 16
+    dm = TextDataModule(str(corpus), block_size=block, batch_size=8, tokenizer=tokenizer)
+    V = dm.vocab_size
+    lm = LanguageModel(vocab_size=V, block_size=block, d_model=32, n_layers=2, n_head=4, d_hid=64)
+    with torch.no_grad():
+        lm.model.tok_emb.weight.zero_()  # the tied head then gives all-zero logits: uniform over V
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    (metrics,) = trainer.validate(lm, dm)
+    # Validation scores the targets of non-overlapping windows: tokens 1 .. n*block of the val split.
+    n = len(range(0, len(dm.val_ids) - block, block))
+    targets = dm.val_ids[1 : 1 + n * block].tolist()
+    chars = len(dm.tokenizer.decode(targets))  # the corpus is ASCII: every token decodes on its own
+    assert metrics["val/loss"] == pytest.approx(math.log(V), rel=1e-5)
+    assert metrics["val/bpc"] == pytest.approx(math.log2(V) * len(targets) / chars, rel=1e-5)
+    if isinstance(tokenizer, BPETokenizer):
+        assert chars > 1.5 * len(targets)  # BPE tokens span several characters, and bpc knows it

@@ -1,0 +1,81 @@
+"""Every shipped config and overlay preset trains a few steps, checkpoints, reloads and generates."""
+
+import pytest
+import torch
+
+from craft import LanguageModel
+from craft.cli import CraftCLI, main
+from tests.conftest import ROOT
+
+RUNS = {
+    "got_char": ["configs/got_char.yaml"],
+    "got_char_modern": ["configs/got_char_modern.yaml"],
+    "got_bpe": ["configs/got_bpe.yaml"],
+    "quickstart": ["configs/quickstart.yaml"],
+    "quickstart+modern": ["configs/quickstart.yaml", "configs/presets/modern.yaml"],
+    "quickstart+bpe+modern": ["configs/quickstart.yaml", "configs/presets/bpe.yaml", "configs/presets/modern.yaml"],
+}
+
+
+def short_run(configs: list[str], corpus, log_dir) -> list[str]:
+    args = [a for c in configs for a in ("--config", str(ROOT / c))]
+    return [
+        *args,
+        "--experiment",
+        "preset",
+        "--log_dir",
+        str(log_dir),
+        "--data.path",
+        str(corpus),
+        "--data.batch_size",
+        "4",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_preset_trains_reloads_and_generates(name, corpus, tmp_path, capsys):
+    configs = RUNS[name]
+    main(["fit", *short_run(configs, corpus, tmp_path / "logs")])
+    ckpt_path = tmp_path / "logs" / "preset" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["global_step"] == 3
+    hp = ckpt["hyper_parameters"]
+    modern = "modern" in name
+    assert (hp["norm"], hp["mlp"], hp["positions"]) == (
+        ("rmsnorm", "swiglu", "rotary") if modern else ("layernorm", "gelu", "learned")
+    )
+    assert ckpt["tokenizer"]["type"] == ("bpe" if "bpe" in name else "char")
+
+    # The checkpoint's tokenizer is the one the training data module built: same ids, same text back.
+    lm = LanguageModel.load_from_checkpoint(ckpt_path, weights_only=True)
+    trained = CraftCLI(args=short_run(configs, corpus, tmp_path / "other"), run=False).datamodule.tokenizer
+    text = corpus.read_text() + (" Ünïcödé 🎉" if "bpe" in name else "")  # BPE encodes any text
+    assert lm.tokenizer.state() == trained.state()
+    assert lm.tokenizer.encode(text) == trained.encode(text)
+    assert lm.tokenizer.decode(lm.tokenizer.encode(text)) == text
+
+    corpus.rename(tmp_path / "moved.txt")  # predict needs only the checkpoint
+    capsys.readouterr()
+    main(
+        [
+            "predict",
+            *short_run(configs, corpus, tmp_path / "logs"),
+            "--ckpt_path",
+            "last",
+            "--model.max_new_tokens",
+            "30",
+            "--model.temperature",
+            "0",
+            "--data.prompts",
+            '["The king"]',
+        ]
+    )
+    out = capsys.readouterr().out
+    expected = lm.generate("The king", max_new_tokens=30, temperature=0)
+    assert f"The king{expected}" in out
