@@ -136,15 +136,18 @@ def markdown(spec: Spec, spec_path: Path, results: list[dict[str, Any]], machine
         "on the whole held-out text, the same characters for every tokenizer, so `val bpc` (bits per",
         "character) compares across tokenizers; `val loss` is per token and does not.",
         "",
-        "| run | overlays | params | tokens/s | train s | val loss | val bpc | sample (start) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| run | overlays | params | tokens/s | train s | val loss | val bpc | best val bpc (at tokens) | sample (start) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         overlays = ", ".join(Path(c).stem for c in r["configs"][len(spec.base) :]) or "(base)"
         start = r["sample"][:60].replace("\n", "⏎").replace("|", "\\|")
+        c = r["curve"]
+        best = min(range(len(c["val_bpc"])), key=c["val_bpc"].__getitem__)
         lines.append(
             f"| {r['name']} | {overlays} | {r['params']:,} | {r['mean_tokens_per_sec']:,.0f} | "
-            f"{r['wall_seconds']:.0f} | {r['val_loss']:.3f} | {r['val_bpc']:.3f} | `{start}` |"
+            f"{r['wall_seconds']:.0f} | {r['val_loss']:.3f} | {r['val_bpc']:.3f} | "
+            f"{c['val_bpc'][best]:.3f} ({c['tokens'][best] / 1e6:.2f}M) | `{start}` |"
         )
     lines += ["", "![val bpc against training tokens and time](results.png)", "", "## Samples", ""]
     lines += [f"Prompt `{spec.prompt!r}`, {spec.sample_tokens} new tokens, temperature 0.8, seed 0.", ""]
