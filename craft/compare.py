@@ -136,7 +136,8 @@ def markdown(spec: Spec, spec_path: Path, results: list[dict[str, Any]], machine
         "on the whole held-out text, the same characters for every tokenizer, so `val bpc` (bits per",
         "character) compares across tokenizers; `val loss` is per token and does not.",
         "",
-        "| run | overlays | params | tokens/s | train s | val loss | val bpc | best val bpc (at tokens) | sample (start) |",
+        "| run | overlays | params | tokens/s | train s | val loss | val bpc | best val bpc (at tokens) "
+        "| sample (start) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:

@@ -53,6 +53,12 @@ def sample_next(
     """Pick one token per row of ``logits`` (B, V); returns (B, 1)."""
     if sampling.temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1, keepdim=True)
+    probs = filter_logits(logits, sampling).softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def filter_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """Logits (B, V) scaled by the temperature, with tokens outside top-k / top-p set to -inf."""
     logits = logits.float()
     # Shift so the best logit is 0 before dividing: a tiny temperature then gives -inf, never inf - inf.
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / sampling.temperature
@@ -65,5 +71,4 @@ def sample_next(
         # Drop a token once the mass before it already reaches top_p; the first token always stays.
         drop = (cum - sorted_logits.softmax(dim=-1)) >= sampling.top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    return logits

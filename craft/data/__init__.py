@@ -1,4 +1,4 @@
 from craft.data.datamodule import TextDataModule
-from craft.data.tokenizers import CharTokenizer, Tokenizer
+from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
-__all__ = ["CharTokenizer", "TextDataModule", "Tokenizer"]
+__all__ = ["BPETokenizer", "CharTokenizer", "TextDataModule", "Tokenizer"]

@@ -78,14 +78,18 @@ class CausalSelfAttention(nn.Module):
             k = torch.cat([cache[0], k], dim=2)  # (B, nh, T_past + T, hs)
             v = torch.cat([cache[1], v], dim=2)
         # With a cache, the T new queries sit at the end of the T_past + T keys. A single new
-        # query may see every key; a longer chunk needs the causal mask offset by T_past.
+        # query may see every key; a longer chunk needs the causal mask offset by T_past. An
+        # exported graph has symbolic shapes, so it always takes the general (masked) path.
         t_past = k.size(2) - T
-        if t_past == 0:
+        exporting = torch.onnx.is_in_onnx_export()
+        if t_past == 0 and not exporting:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1:
+        elif T == 1 and not exporting:
             y = F.scaled_dot_product_attention(q, k, v)
         else:
-            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=t_past)
+            key_pos = torch.arange(k.size(2), device=x.device)
+            query_pos = torch.arange(T, device=x.device) + t_past
+            mask = key_pos[None, :] <= query_pos[:, None]  # (T, T_past + T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y)), (k, v)
@@ -152,13 +156,15 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         start_pos: int = 0,
+        all_logits: bool = False,
     ):
         """Return ``(logits, loss)``; with ``cache`` (a list, one entry per layer) it is read and updated.
 
-        Without targets only the last position's logits are computed (generation needs no more).
+        Without targets only the last position's logits are computed (generation needs no more),
+        unless ``all_logits``.
         """
         B, T = idx.shape
-        if start_pos + T > self.config.block_size:
+        if not torch.onnx.is_in_onnx_export() and start_pos + T > self.config.block_size:
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds block_size {self.config.block_size}")
         x = self.drop(self.positions.embed(self.tok_emb(idx), start_pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
@@ -167,7 +173,7 @@ class GPT(nn.Module):
                 cache[i] = layer_cache
         x = self.ln_f(x)
         if targets is None:
-            return self.head(x[:, [-1], :]), None  # (B, 1, V)
+            return self.head(x if all_logits else x[:, [-1], :]), None  # (B, T or 1, V)
         logits = self.head(x)  # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss

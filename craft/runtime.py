@@ -1,0 +1,192 @@
+"""Generate text from an exported craft model with numpy and onnxruntime only: no PyTorch.
+
+    python -m craft.runtime export/got_char --prompt "Winter" --max-new-tokens 200
+    python export/got_char/run.py --prompt "Winter"          # the copy inside an exported folder
+
+Sampling follows ``LanguageModel.generate``: temperature (0 is greedy), top-k, top-p, a seed, a KV
+cache (one token of work per step) and the same sliding window once the context is full. Char
+tokenizers need nothing more; BPE tokenizers also need the ``tokenizers`` package (no PyTorch).
+This file imports nothing from craft, so it can be copied anywhere on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+GREEDY_BELOW = 1e-6  # as craft.generation
+
+
+class RunError(Exception):
+    """A problem with the exported folder or the request, reported as one line."""
+
+
+def load_tokenizer(state: dict):
+    kind = state.get("type")
+    if kind == "char":
+        return CharCodec(state["vocab"])
+    if kind == "bpe":
+        try:
+            import tokenizers
+        except ImportError:
+            raise RunError("this model uses a BPE tokenizer: pip install tokenizers (no PyTorch needed)") from None
+        return tokenizers.Tokenizer.from_str(state["trained"])
+    raise RunError(f"unknown tokenizer type {kind!r} in tokenizer.json")
+
+
+class CharCodec:
+    def __init__(self, vocab: list[str]) -> None:
+        self.vocab = vocab
+        self.index = {c: i for i, c in enumerate(vocab)}
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted({c for c in text if c not in self.index})
+        if unknown:
+            raise RunError(f"prompt has characters outside the model's vocabulary: {unknown[:10]}")
+        return [self.index[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+
+def sample_next(
+    logits: np.ndarray, temperature: float, top_k: int | None, top_p: float, rng: np.random.Generator
+) -> np.ndarray:
+    """One token per row of ``logits`` (B, V) -> (B, 1); the same rules as craft.generation.sample_next."""
+    if temperature < GREEDY_BELOW:
+        return logits.argmax(axis=-1)[:, None]
+    probs = softmax(filter_logits(logits, temperature, top_k, top_p))
+    return np.array([[rng.choice(probs.shape[-1], p=row)] for row in probs])
+
+
+def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float) -> np.ndarray:
+    """Logits (B, V) scaled by the temperature, tokens outside top-k / top-p at -inf (as craft.generation)."""
+    logits = (logits - logits.max(axis=-1, keepdims=True)).astype(np.float64) / temperature
+    V = logits.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = np.sort(logits, axis=-1)[:, [V - top_k]]
+        logits = np.where(logits < kth, -np.inf, logits)
+    if top_p < 1.0:
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        sorted_logits = np.take_along_axis(logits, order, axis=-1)
+        probs = softmax(sorted_logits)
+        drop_sorted = (np.cumsum(probs, axis=-1) - probs) >= top_p  # the first token always stays
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits = np.where(drop, -np.inf, logits)
+    return logits
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class ExportedModel:
+    def __init__(self, folder: str | Path, int8: bool = False, threads: int | None = None) -> None:
+        folder = Path(folder)
+        manifest_file = folder / "manifest.json"
+        if not manifest_file.is_file():
+            raise RunError(f"{folder} is not an exported craft model (no manifest.json); make one with craft.export")
+        self.manifest = json.loads(manifest_file.read_text())
+        name = "model.int8.onnx" if int8 else "model.onnx"
+        if not (folder / name).is_file():
+            hint = " (export with --int8)" if int8 else ""
+            raise RunError(f"{folder / name} not found{hint}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = load_tokenizer(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
+        m = self.manifest
+        self.block_size = m["block_size"]
+        self._cache_shape = (m["n_layers"], m["n_head"], m["head_size"])
+
+    def empty_cache(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        L, nh, hs = self._cache_shape
+        z = np.zeros((L, batch, nh, 0, hs), dtype=np.float32)
+        return z, z.copy()
+
+    def step(self, ids: np.ndarray, past_k: np.ndarray, past_v: np.ndarray):
+        """One decoder call: logits of every new position (B, T, V) and the grown cache."""
+        return self.session.run(None, {"ids": ids.astype(np.int64), "past_k": past_k, "past_v": past_v})
+
+    def stream(
+        self,
+        idx: np.ndarray,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> Iterator[np.ndarray]:
+        """Yield ``max_new_tokens`` new token columns (B, 1), as ``GPT.stream`` does."""
+        rng = np.random.default_rng(seed)
+        block, keep = self.block_size, max(1, self.block_size // 2)
+        ctx = idx[:, -block:]
+        cache = None
+        for _ in range(max_new_tokens):
+            if ctx.shape[1] > block:
+                ctx, cache = ctx[:, -keep:], None  # slide: re-encode the newest half of the window
+            if cache is None:
+                logits, k, v = self.step(ctx, *self.empty_cache(ctx.shape[0]))
+            else:
+                logits, k, v = self.step(ctx[:, -1:], *cache)
+            cache = (k, v)
+            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, rng)
+            ctx = np.concatenate([ctx, nxt], axis=1)
+            yield nxt
+
+    def generate(self, prompt: str, max_new_tokens: int | None = None, **sampling) -> str:
+        """Continue ``prompt``; returns only the new text. Unset settings come from the manifest."""
+        settings = {k: v for k, v in self.manifest["sampling"].items() if k != "max_new_tokens"}
+        settings.update({k: v for k, v in sampling.items() if v is not None})
+        n = self.manifest["sampling"]["max_new_tokens"] if max_new_tokens is None else max_new_tokens
+        if not prompt:
+            raise RunError("prompt is empty; give at least one character")
+        ids = np.array([self.tokenizer.encode(prompt)], dtype=np.int64)
+        new = [int(t[0, 0]) for t in self.stream(ids, n, **settings)]
+        return self.tokenizer.decode(new)
+
+
+def main(argv: list[str] | None = None) -> None:
+    here = Path(__file__).resolve().parent
+    in_export = (here / "manifest.json").is_file()  # this file is run.py inside an exported folder
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?" if in_export else None, default=here if in_export else None)
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    args = parser.parse_args(argv)
+    try:
+        model = ExportedModel(args.folder, int8=args.int8, threads=args.threads)
+        start = time.perf_counter()
+        text = model.generate(
+            args.prompt,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    except RunError as e:
+        print(f"craft.runtime: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(args.prompt + text)
+    print(f"[{time.perf_counter() - start:.2f} s]", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

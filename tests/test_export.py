@@ -1,0 +1,142 @@
+"""craft.export and craft.runtime: an ONNX decoder with a KV cache, int8, and generation without torch."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from craft import LanguageModel
+from craft.cli import main
+from craft.errors import CraftError
+from craft.export import export
+from craft.generation import SamplingConfig, filter_logits
+from craft.runtime import ExportedModel
+from craft.runtime import filter_logits as np_filter_logits
+from craft.runtime import sample_next as np_sample_next
+from tests.conftest import ROOT, make_text, tiny_args
+
+LOGITS_ATOL = 1e-4  # fp32 ONNX vs PyTorch, largest absolute difference of any logit
+INT8_BPC_BOUND = 0.05  # int8 vs fp32 val bits per character, on a tiny model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(make_text(40_000), encoding="utf-8")
+    main(["fit", *tiny_args(corpus, tmp / "logs"), "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"])
+    ckpt = tmp / "logs" / "tiny" / "checkpoints" / "last.ckpt"
+    manifest = export(ckpt, tmp / "out", int8=True)
+    lm = LanguageModel.load_from_checkpoint(ckpt, weights_only=True).eval()
+    return tmp / "out", lm, manifest, corpus
+
+
+def test_folder_is_self_contained_and_checked(exported):
+    out, lm, manifest, _ = exported
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "model.int8.onnx",
+        "model.onnx",
+        "run.py",
+        "tokenizer.json",
+    ]
+    onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m == manifest
+    assert (m["vocab_size"], m["block_size"], m["n_layers"]) == (lm.config.vocab_size, 16, 2)
+    assert m["architecture"]["norm"] == "layernorm" and m["global_step"] == 30
+    assert json.loads((out / "tokenizer.json").read_text()) == lm.tokenizer.state()
+
+
+def test_fp32_logits_match_pytorch_with_and_without_cache(exported):
+    out, lm, _, _ = exported
+    rt = ExportedModel(out)
+    ids = torch.randint(0, lm.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        full, _ = lm.model(ids, all_logits=True)  # (B, T, V)
+    logits, k, v = rt.step(ids[:, :8].numpy(), *rt.empty_cache(2))
+    np.testing.assert_allclose(logits, full[:, :8].numpy(), atol=LOGITS_ATOL, rtol=0)
+    for t in range(8, 12):  # one token per call, reading and growing the cache
+        logits, k, v = rt.step(ids[:, t : t + 1].numpy(), k, v)
+        np.testing.assert_allclose(logits[:, 0], full[:, t].numpy(), atol=LOGITS_ATOL, rtol=0)
+    assert k.shape == (2, 2, 4, 12, 8)  # (L, B, nh, T, hs)
+
+
+def test_greedy_generation_is_identical_in_both_runtimes(exported):
+    out, lm, _, _ = exported
+    rt = ExportedModel(out)
+    for prompt in ("The king", "W"):
+        # 60 new tokens with block_size 16: the window slides several times
+        expected = lm.generate(prompt, max_new_tokens=60, temperature=0)
+        assert rt.generate(prompt, max_new_tokens=60, temperature=0) == expected
+
+
+def val_bpc(rt: ExportedModel, lm, corpus) -> float:
+    ids = np.array(lm.tokenizer.encode(corpus.read_text()[-8000:]))
+    block = 16
+    nats = chars = 0.0
+    for s in range(0, len(ids) - block - 1, block):
+        x, y = ids[s : s + block][None], ids[s + 1 : s + block + 1]
+        logits, _, _ = rt.step(x, *rt.empty_cache(1))
+        z = logits[0] - logits[0].max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        nats -= logp[np.arange(block), y].sum()
+        chars += block  # char tokenizer: one character per token
+    return nats / chars / math.log(2)
+
+
+def test_int8_is_smaller_and_close_in_bpc(exported):
+    out, lm, manifest, corpus = exported
+    fp32, int8 = ExportedModel(out), ExportedModel(out, int8=True)
+    # A tiny model's file is mostly graph, not weights; the got_char figure is in benchmarks/.
+    assert manifest["files"]["model.int8.onnx"] < 0.75 * manifest["files"]["model.onnx"]
+    a, b = val_bpc(fp32, lm, corpus), val_bpc(int8, lm, corpus)
+    assert abs(a - b) < INT8_BPC_BOUND, (a, b)
+    assert 1.0 < a < 5.0
+
+
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; import runpy; sys.argv = sys.argv[1:]; "
+
+
+@pytest.mark.parametrize("how", ["module", "copied run.py"])
+def test_runtime_works_where_torch_cannot_be_imported(exported, how):
+    out, lm, _, _ = exported
+    run = "runpy.run_module('craft.runtime', run_name='__main__')"
+    argv = ["craft.runtime", str(out)]
+    if how != "module":
+        run = f"runpy.run_path({str(out / 'run.py')!r}, run_name='__main__')"
+        argv = [str(out / "run.py")]
+    cmd = [sys.executable, "-c", BLOCK_TORCH + run, *argv, "--prompt", "The king", "--max-new-tokens", "40"]
+    probe = subprocess.run([sys.executable, "-c", BLOCK_TORCH + "import torch"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr  # the block works
+    done = subprocess.run([*cmd, "--temperature", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip("\n") == "The king" + lm.generate("The king", max_new_tokens=40, temperature=0)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 5, 1.0), (0.7, None, 0.6), (1.3, 10, 0.8), (0.5, 3, 0.3)])
+def test_sampling_rules_match_pytorch(temperature, top_k, top_p):
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    ours = np_filter_logits(logits.numpy(), temperature, top_k, top_p)
+    theirs = filter_logits(logits, SamplingConfig(temperature, top_k, top_p)).numpy()
+    assert np.array_equal(np.isinf(ours), np.isinf(theirs))  # the same candidate tokens
+    np.testing.assert_allclose(np.where(np.isinf(ours), 0, ours), np.where(np.isinf(theirs), 0, theirs), rtol=1e-5)
+    rng = np.random.default_rng(0)
+    drawn = {int(t) for _ in range(50) for t in np_sample_next(logits.numpy(), temperature, top_k, top_p, rng)[:1, 0]}
+    assert all(not np.isinf(theirs[0, t]) for t in drawn)
+    greedy = np_sample_next(logits.numpy(), 0.0, None, 1.0, rng)
+    assert greedy[:, 0].tolist() == logits.argmax(-1).tolist()
+
+
+def test_export_refuses_a_non_empty_folder_and_leaves_it_alone(exported, tmp_path):
+    out, _, manifest, _ = exported
+    before = (out / "model.onnx").read_bytes()
+    with pytest.raises(CraftError, match="exists and is not empty"):
+        export(Path(manifest["source_checkpoint"]), out)
+    assert (out / "model.onnx").read_bytes() == before
