@@ -88,18 +88,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt_path", type=Path, required=True)
     p.add_argument("--data.path", dest="data_path", required=True, help="the corpus the model was trained on")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="as the run's data.val_fraction")
     p.add_argument("--new-tokens", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--val-windows", type=int, default=40)
+    p.add_argument("--val-windows", type=int, default=None, help="validation windows to score (default: all)")
     args = p.parse_args()
 
     ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=True)
     lm = LanguageModel.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True).eval()
     block = lm.config.block_size
-    dm = TextDataModule(args.data_path, block_size=block, tokenizer=Tokenizer.from_state(ckpt["tokenizer"]))
+    dm = TextDataModule(
+        args.data_path,
+        block_size=block,
+        tokenizer=Tokenizer.from_state(ckpt["tokenizer"]),
+        val_fraction=args.val_fraction,
+    )
     dm.setup("validate")
     val = np.asarray(dm.val_ids, dtype=np.int64)
-    n = min(args.val_windows, (len(val) - 1) // block)
+    n = min(args.val_windows or len(val), (len(val) - 1) // block)
     windows = np.stack([val[i * block : i * block + block + 1] for i in range(n)])
     char_lengths = np.asarray(lm.tokenizer.token_char_lengths())
 
@@ -151,12 +157,12 @@ def main() -> None:
         f"Generation: batch 1, {args.new_tokens} new tokens, greedy, median of {args.repeats}; "
         f"val bpc on {result['val_tokens']:,} validation tokens.",
         "",
-        "| runtime | model file | tokens/s | vs PyTorch (KV cache) | val bpc |",
-        "|---|---:|---:|---:|---:|",
+        "| runtime | model file | tokens/s | vs PyTorch (KV cache) | val bpc | bpc - PyTorch's |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name in contenders:
         size = f"{sizes[name] / 1e6:.2f} MB" if name in sizes else ""
-        b = f"{bpc[name]:.4f}" if name in bpc else ""
+        b = f"{bpc[name]:.4f} | {bpc[name] - bpc['PyTorch fp32, KV cache']:+.4f}" if name in bpc else " |"
         rows.append(f"| {name} | {size} | {speed[name]:,.0f} | {speed[name] / base:.2f}x | {b} |")
     rows += [
         "",

@@ -11,8 +11,10 @@ The folder holds ``model.onnx`` (one decoder step that takes and returns the KV 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import shutil
 import sys
 import warnings
@@ -52,6 +54,20 @@ def empty_cache(config, batch: int, length: int = 0) -> tuple[torch.Tensor, torc
     return torch.zeros(shape), torch.zeros(shape)
 
 
+@contextlib.contextmanager
+def quiet_logs(*names: str):
+    """Silence library log chatter that is not about this model (e.g. "torchvision is not installed")."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def export_onnx(gpt: GPT, path: Path) -> None:
     """Trace one decoder step to ONNX with batch, new tokens and cached length all dynamic."""
     gpt = gpt.eval()
@@ -60,7 +76,7 @@ def export_onnx(gpt: GPT, path: Path) -> None:
     past_k, past_v = empty_cache(c, 2, 4)
     batch, new, past = (torch.export.Dim(n, min=1, max=4096) for n in ("batch", "new", "past"))
     shapes = {"ids": {0: batch, 1: new}, "past_k": {1: batch, 3: past}, "past_v": {1: batch, 3: past}}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_logs("torch.onnx"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             DecoderStep(gpt),
@@ -83,20 +99,20 @@ def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization: weights of MatMul/Gemm stored as int8, activations quantized per call."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    with quiet_logs(""):  # the quantizer suggests shape pre-processing meant for vision models
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
 def export(ckpt_path: Path, out: Path, int8: bool = False) -> dict[str, Any]:
+    from craft.cli import load_checkpoint
     from craft.module import LanguageModel
 
-    if not ckpt_path.is_file():
-        raise CraftError(f"checkpoint not found: {ckpt_path}")
+    checkpoint = load_checkpoint(ckpt_path)  # weights_only: a checkpoint cannot run code
+    if "tokenizer" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise CraftError(f"{ckpt_path} is not a craft checkpoint (no tokenizer or hyperparameters in it)")
     if out.exists() and any(out.iterdir()):
         raise CraftError(f"{out} exists and is not empty; pick a new --out (nothing was overwritten)")
-    try:
-        lm = LanguageModel.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt file, a pickle with code in it, not a craft checkpoint
-        raise CraftError(f"cannot load checkpoint {ckpt_path}: {e}") from None
+    lm = LanguageModel.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     # Write into a temporary sibling and rename at the end: a failed export leaves nothing behind.
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -119,7 +135,7 @@ def export(ckpt_path: Path, out: Path, int8: bool = False) -> dict[str, Any]:
             "opset": OPSET,
             "source_checkpoint": str(ckpt_path),
             "source_sha256": hashlib.sha256(ckpt_path.read_bytes()).hexdigest(),
-            "global_step": int(torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)),
+            "global_step": int(checkpoint.get("global_step", 0)),
             "files": {f: (tmp / f).stat().st_size for f in [*files, "tokenizer.json"]},
             "vocab_size": c.vocab_size,
             "block_size": c.block_size,
@@ -159,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     except CraftError as e:
         print(f"craft.export: error: {e}", file=sys.stderr)
         sys.exit(2)
-    sizes = ", ".join(f"{f} {n / 1e6:.2f} MB" for f, n in manifest["files"].items())
+    sizes = ", ".join(
+        f"{f} {n / 1e6:.2f} MB" if n > 1e5 else f"{f} {n / 1e3:.1f} kB" for f, n in manifest["files"].items()
+    )
     print(f"craft.export: wrote {args.out} ({sizes})")
     print(f"run it: python -m craft.runtime {args.out} --prompt 'The '  (or python {args.out}/run.py ...)")
 

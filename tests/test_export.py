@@ -140,3 +140,15 @@ def test_export_refuses_a_non_empty_folder_and_leaves_it_alone(exported, tmp_pat
     with pytest.raises(CraftError, match="exists and is not empty"):
         export(Path(manifest["source_checkpoint"]), out)
     assert (out / "model.onnx").read_bytes() == before
+
+
+def test_export_refuses_missing_corrupt_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(CraftError, match="checkpoint not found"):
+        export(tmp_path / "nope.ckpt", tmp_path / "a")
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CraftError, match="cannot load checkpoint"):
+        export(tmp_path / "bad.ckpt", tmp_path / "b")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(CraftError, match="is not a craft checkpoint"):
+        export(tmp_path / "foreign.ckpt", tmp_path / "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt", "foreign.ckpt"]  # nothing created
