@@ -151,7 +151,8 @@ class LanguageModel(L.LightningModule):
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
                 "the last good checkpoint is kept. Lower lr or check the data"
             )
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # Under DDP each process sees a slice of the global batch: log the mean over all of them.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from craft.callbacks.checkpoint import CraftCheckpoint
 from craft.callbacks.throughput import TokenThroughput
@@ -61,13 +60,17 @@ class RunSummary(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_step = trainer.global_step  # restored by now when resuming
 
-    @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_dir = trainer.log_dir  # a broadcast from rank 0 under DDP: every process must ask
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module, log_dir)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: str | None) -> None:
         summary = self.summary(trainer, pl_module)
         lines = [f"  {k}: {v}" for k, v in summary.items()]
         print("\ncraft run summary\n" + "\n".join(lines), flush=True)
-        if trainer.log_dir:
-            path = Path(trainer.log_dir) / "summary.json"
+        if log_dir:
+            path = Path(log_dir) / "summary.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2) + "\n")
         final = {

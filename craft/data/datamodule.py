@@ -318,6 +318,9 @@ class TextDataModule(L.LightningDataModule):
         # Non-overlapping windows in order: every validation token is scored once.
         starts = list(range(0, len(dataset), self.block_size))
         batches = [starts[i : i + self.batch_size] for i in range(0, len(starts), self.batch_size)]
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:  # each process scores its share; metrics sum them
+            batches = batches[trainer.global_rank :: trainer.world_size]
         return self._window_loader(dataset, batches)
 
     def _window_loader(self, dataset: WindowDataset, batch_sampler, loader_class: type = DataLoader) -> DataLoader:
