@@ -14,24 +14,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 
-from craft.callbacks import SampleGeneration, TokenThroughput
-from craft.cli import CraftCLI
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.memory import peak_rss_bytes, rss_bytes  # noqa: E402
+from craft.callbacks import SampleGeneration, TokenThroughput  # noqa: E402
+from craft.cli import CraftCLI  # noqa: E402
 
 
 class StepTimer(L.Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
         self.tokens: list[int] = []
+        self.rss: list[int] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.times.append(time.perf_counter())
         self.tokens.append(batch[0].numel())
+        self.rss.append(rss_bytes())
 
 
 def measure(config: str, steps: int, warmup: int, extra: list[str], monitors: bool = True) -> dict:
@@ -63,7 +70,11 @@ def measure(config: str, steps: int, warmup: int, extra: list[str], monitors: bo
         "monitors": monitors,
         "steps_timed": len(t) - 1,
         "tokens_per_s": round(sum(n) / (t[-1] - t[0]), 1),
+        "peak_rss": peak_rss_bytes(),
+        # Memory growth over the timed steps (a leak would show here, not in the peak).
+        "rss_growth": timer.rss[-1] - timer.rss[warmup],
         "params": cli.model.model.num_params(),
+        "flops_per_token": cli.model.model.flops_per_token(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

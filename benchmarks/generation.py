@@ -1,0 +1,72 @@
+"""Generation tokens/s of a model shape: KV cache vs no cache, at several batch sizes, side by side.
+
+    python benchmarks/generation.py --config configs/got_char.yaml [--ckpt_path ...] --new-tokens 500
+
+Greedy, from a one-token prompt, in eval mode; median of ``--repeats``. Weights do not change the
+speed, so without a checkpoint a freshly initialised model of the config's shape (vocab 100) is used.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.memory import peak_rss_bytes  # noqa: E402
+from craft.compare import merged_config  # noqa: E402
+from craft.generation import SamplingConfig  # noqa: E402
+from craft.model import GPT, GPTConfig  # noqa: E402
+
+
+def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool) -> float:
+    prompt = torch.zeros(batch, 1, dtype=torch.long)
+    greedy = SamplingConfig(temperature=0)
+    model.generate(prompt, 20, greedy, use_cache=use_cache)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.generate(prompt, new_tokens, greedy, use_cache=use_cache)
+        times.append(time.perf_counter() - start)
+    return batch * new_tokens / statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--ckpt_path", default=None)
+    p.add_argument("--new-tokens", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batches", default="1,8,32")
+    args = p.parse_args()
+    if args.ckpt_path:
+        from craft.module import LanguageModel
+
+        model = LanguageModel.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True).model
+    else:
+        cfg = merged_config([args.config])
+        m = cfg["model"]
+        fields = ("d_model", "n_layers", "n_head", "d_hid", "norm", "mlp", "positions")
+        torch.manual_seed(0)
+        model = GPT(
+            GPTConfig(vocab_size=100, block_size=cfg["data"]["block_size"], **{k: m[k] for k in fields if k in m})
+        )
+    model.eval()
+    out = {"params": model.num_params(), "new_tokens": args.new_tokens, "threads": torch.get_num_threads()}
+    out["uncached_batch1"] = rate(model, 1, args.new_tokens, args.repeats, use_cache=False)
+    for b in (int(x) for x in args.batches.split(",")):
+        out[f"cached_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True)
+    out["cache_speedup_batch1"] = out["cached_batch1"] / out["uncached_batch1"]
+    out["peak_rss"] = peak_rss_bytes()
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()

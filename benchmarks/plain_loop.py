@@ -1,0 +1,81 @@
+"""The yardstick for Lightning's overhead: a plain PyTorch loop over craft's GPT and the same batches.
+
+    python benchmarks/plain_loop.py --config configs/got_char.yaml --data.path data/pydoc_topics.txt --steps 40
+
+Same model, data module batches, AdamW parameter groups and gradient clipping as ``craft fit``;
+no Lightning, no logging, no checkpoints. Prints one JSON line (tokens/s after ``--warmup`` steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.memory import rss_bytes  # noqa: E402
+from craft.compare import merged_config  # noqa: E402
+from craft.data import TextDataModule  # noqa: E402
+from craft.model import GPT, GPTConfig  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--data.path", dest="data_path", required=True)
+    p.add_argument("--model.dropout", dest="dropout", type=float, default=None)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    args = p.parse_args()
+    cfg = merged_config([args.config])
+    m, d = cfg["model"], cfg["data"]
+    torch.manual_seed(cfg.get("seed_everything", 0))
+    dm = TextDataModule(args.data_path, block_size=d["block_size"], batch_size=d["batch_size"], seed=1337)
+    dm.setup("fit")
+    fields = ("d_model", "n_layers", "n_head", "d_hid", "norm", "mlp", "positions", "dropout")
+    shape = {k: m[k] for k in fields if k in m}
+    if args.dropout is not None:
+        shape["dropout"] = args.dropout
+    model = GPT(GPTConfig(vocab_size=dm.vocab_size, block_size=d["block_size"], **shape)).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": m.get("weight_decay", 0.1)}, {"params": rest, "weight_decay": 0.0}],
+        lr=m.get("lr", 1e-3),
+        betas=(0.9, 0.99),
+    )
+    times, tokens = [], []
+    batches = iter(dm.train_dataloader())
+    for _ in range(args.steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(dm.train_dataloader())
+            x, y = next(batches)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("trainer", {}).get("gradient_clip_val", 1.0))
+        opt.step()
+        times.append(time.perf_counter())
+        tokens.append(x.numel())
+    t, n = times[args.warmup :], tokens[args.warmup + 1 :]
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": round(sum(n) / (t[-1] - t[0]), 1),
+                "steps_timed": len(t) - 1,
+                "rss_end": rss_bytes(),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

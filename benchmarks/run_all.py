@@ -1,0 +1,247 @@
+"""Every benchmark in one run, side by side: python benchmarks/run_all.py [--ckpt_path CKPT]
+
+Runs each measurement in its own process (so each peak RSS is its own), one after another, on the
+got_char shape with Python's docs as the corpus (written by craft; nothing is downloaded):
+
+- the fp32 matmul ceiling of this machine (``torch.mm``, best of n = 1024 and 2048);
+- got_char training through ``craft fit`` at dropout 0 and 0.1: tokens/s, MFU against that
+  ceiling, peak RSS, RSS growth over the timed steps;
+- the plain PyTorch loop (``benchmarks/plain_loop.py``): Lightning's overhead;
+- options: torch.compile, bf16 autocast, 1 thread, 2 data-loader workers;
+- generation with and without the KV cache, batch 1, 8 and 32;
+- with ``--ckpt_path``: ``benchmarks/export_runtime.py`` (PyTorch vs onnxruntime fp32 / int8).
+
+Writes ``benchmarks/results/summary.md`` and ``summary.json``. Quote ratios, not absolute times:
+a 2-core machine varies by several percent from one run to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CEILING = """
+import json, time, torch
+best = 0.0
+for n in (1024, 2048):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 1.5:
+        a @ b
+        reps += 1
+    best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+print(json.dumps({"flops": best, "threads": torch.get_num_threads()}))
+"""
+
+
+def child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run one benchmark process; its last stdout line is JSON. Adds its own peak RSS and wall time."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark failed: {' '.join(cmd)}\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def child_peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    """As ``child``, with the process's own peak resident memory from wait4 (not the children's max)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark failed ({proc.returncode}): {' '.join(cmd)}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_process"] = usage.ru_maxrss * 1024
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/got_char.yaml")
+    p.add_argument("--data.path", dest="data_path", default="data/pydoc_topics.txt")
+    p.add_argument("--steps", type=int, default=40, help="training steps per measurement (first --warmup not timed)")
+    p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--ckpt_path", default=None, help="a trained checkpoint for the export/runtime comparison")
+    p.add_argument("--resume", action="store_true", help="reuse measurements saved by an interrupted run")
+    args = p.parse_args()
+    py = sys.executable
+    data = ["--data.path", args.data_path, "--data.builtin_corpus", "pydoc"]
+    train = [py, "benchmarks/train_throughput.py", "--config", args.config, "--steps", str(args.steps)]
+    train += ["--warmup", str(args.warmup), *data, "--samples.every_n_steps", "0", "--samples.at_end", "false"]
+    plain = [py, "benchmarks/plain_loop.py", "--config", args.config, "--data.path", args.data_path]
+    plain += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+
+    r: dict = {}
+    steps = [
+        ("ceiling", lambda: child([py, "-c", CEILING])),
+        ("train_dropout0", lambda: child_peak_rss([*train, "--model.dropout", "0.0"])),
+        ("plain_dropout0", lambda: child_peak_rss([*plain, "--model.dropout", "0.0"])),
+        ("train_dropout0.1", lambda: child_peak_rss([*train, "--model.dropout", "0.1"])),
+        ("train_compile", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--model.compile", "true"])),
+        ("train_bf16", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--trainer.precision", "bf16-mixed"])),
+        ("train_1_thread", lambda: child_peak_rss([*train, "--model.dropout", "0.0"], env={"OMP_NUM_THREADS": "1"})),
+        ("train_2_workers", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--data.num_workers", "2"])),
+        ("generation", lambda: child_peak_rss([py, "benchmarks/generation.py", "--config", args.config])),
+    ]
+    if args.ckpt_path:
+        export_cmd = [py, "benchmarks/export_runtime.py", "--ckpt_path", args.ckpt_path, "--data.path", args.data_path]
+        steps.append(("export_runtime", lambda: (child(export_cmd), None)[0]))
+    RESULTS.mkdir(exist_ok=True)
+    partial = RESULTS / "summary.partial.json"
+    done = json.loads(partial.read_text()) if args.resume and partial.exists() else {}
+    for name, fn in steps:
+        if name in done:
+            r[name] = done[name]
+            continue
+        print(f"run_all: {name} ...", flush=True)
+        r[name] = fn()
+        print(f"run_all: {name}: {json.dumps(r[name])}", flush=True)
+        partial.write_text(json.dumps(r, indent=2))  # a crash later keeps what was measured
+
+    flops_per_token = r["train_dropout0"]["flops_per_token"]
+    ceiling = r["ceiling"]["flops"]
+
+    def mfu(name: str) -> float:
+        return r[name]["tokens_per_s"] * flops_per_token / ceiling
+
+    base = r["train_dropout0"]["tokens_per_s"]
+    gen = r["generation"]
+    rows = [
+        ("fp32 matmul ceiling (torch.mm)", f"{ceiling / 1e9:.0f} GFLOP/s", "", ""),
+        ("got_char training, dropout 0 (craft fit)", f"{base:,.0f} tok/s", f"MFU {mfu('train_dropout0'):.1%}", "≥ 55%"),
+        (
+            "plain PyTorch loop, dropout 0",
+            f"{r['plain_dropout0']['tokens_per_s']:,.0f} tok/s",
+            f"craft / plain {base / r['plain_dropout0']['tokens_per_s']:.3f}",
+            "≥ 0.95",
+        ),
+        (
+            "got_char training, dropout 0.1",
+            f"{r['train_dropout0.1']['tokens_per_s']:,.0f} tok/s",
+            f"vs dropout 0 {r['train_dropout0.1']['tokens_per_s'] / base:.3f}",
+            "≥ 0.85",
+        ),
+        (
+            "peak RSS, training dropout 0 / 0.1",
+            f"{gb(r['train_dropout0']['peak_rss_process'])} / {gb(r['train_dropout0.1']['peak_rss_process'])} GB",
+            "",
+            "< 1.5 GB",
+        ),
+        (
+            "RSS growth over the timed steps (dropout 0)",
+            f"{r['train_dropout0']['rss_growth'] / 1e6:+.1f} MB",
+            f"over {args.steps - args.warmup} steps",
+            "no growth",
+        ),
+        (
+            "torch.compile (inner model)",
+            f"{r['train_compile']['tokens_per_s']:,.0f} tok/s",
+            f"{r['train_compile']['tokens_per_s'] / base:.3f}x",
+            "",
+        ),
+        (
+            "bf16-mixed autocast",
+            f"{r['train_bf16']['tokens_per_s']:,.0f} tok/s",
+            f"{r['train_bf16']['tokens_per_s'] / base:.3f}x",
+            "",
+        ),
+        (
+            "1 thread (OMP_NUM_THREADS=1)",
+            f"{r['train_1_thread']['tokens_per_s']:,.0f} tok/s",
+            f"{r['train_1_thread']['tokens_per_s'] / base:.3f}x",
+            "",
+        ),
+        (
+            "2 data-loader workers",
+            f"{r['train_2_workers']['tokens_per_s']:,.0f} tok/s",
+            f"{r['train_2_workers']['tokens_per_s'] / base:.3f}x",
+            "",
+        ),
+        (
+            "generation, batch 1, KV cache",
+            f"{gen['cached_batch1']:,.0f} tok/s",
+            f"{gen['cache_speedup_batch1']:.1f}x uncached",
+            "≥ 2,000 tok/s; ≥ 10x",
+        ),
+        ("generation, batch 1, no cache", f"{gen['uncached_batch1']:,.0f} tok/s", "", ""),
+        (
+            "generation, batch 8 / 32, KV cache",
+            f"{gen['cached_batch8']:,.0f} / {gen['cached_batch32']:,.0f} tok/s",
+            "",
+            "",
+        ),
+        ("peak RSS, generation", f"{gen['peak_rss_process'] / 1e9:.2f} GB", "", ""),
+    ]
+    if "export_runtime" in r:
+        e = r["export_runtime"]
+        t = e["tokens_per_sec"]
+        fp32, int8 = e["model_bytes"]["onnxruntime fp32"], e["model_bytes"]["onnxruntime int8"]
+        rows += [
+            (f"generation, {k}", f"{v:,.0f} tok/s", f"{v / t['PyTorch fp32, KV cache']:.2f}x PyTorch", "int8 ≥ 1.5x")
+            for k, v in t.items()
+            if k.startswith("onnxruntime")
+        ]
+        rows.append(
+            (
+                "model file fp32 / int8",
+                f"{fp32 / 1e6:.2f} / {int8 / 1e6:.2f} MB",
+                f"{fp32 / int8:.2f}x smaller",
+                "≥ 3x",
+            )
+        )
+    import lightning
+
+    machine = {
+        "cpu": next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            platform.processor(),
+        ),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    partial.unlink()
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": machine, "results": r}, indent=2) + "\n")
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, torch {machine['torch']}, "
+        f"lightning {machine['lightning']}; {machine['date']}.",
+        f"Made by `python benchmarks/run_all.py{' --ckpt_path ' + args.ckpt_path if args.ckpt_path else ''}`: "
+        f"{args.steps} training steps per measurement, the first {args.warmup} not timed.",
+        "",
+        "| measurement | figure | ratio | target |",
+        "|---|---:|---:|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+    ]
+    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
