@@ -81,6 +81,9 @@ def run_one(spec: Spec, name: str, configs: list[str], steps: int) -> dict[str, 
         if subprocess.run(cmd).returncode != 0:
             raise CraftError(f"run {name!r} failed (see above); re-run the comparison to resume it")
     summary = json.loads(summary_file.read_text())
+    for key in ("last_checkpoint", "best_checkpoint"):  # relative: results.json is committed and shared
+        if summary.get(key):
+            summary[key] = os.path.relpath(summary[key])
     return {"name": name, "configs": configs, "steps": steps, **summary}
 
 
