@@ -151,6 +151,17 @@ class ExportedModel:
         n = self.manifest["sampling"]["max_new_tokens"] if max_new_tokens is None else max_new_tokens
         if not prompt:
             raise RunError("prompt is empty; give at least one character")
+        problems = []
+        if settings["temperature"] < 0:
+            problems.append(f"temperature must be >= 0 (0 means greedy), got {settings['temperature']}")
+        if settings["top_k"] is not None and settings["top_k"] < 1:
+            problems.append(f"top_k must be >= 1, got {settings['top_k']}")
+        if not 0 < settings["top_p"] <= 1:
+            problems.append(f"top_p must be in (0, 1], got {settings['top_p']}")
+        if n < 0:
+            problems.append(f"max_new_tokens must be >= 0, got {n}")
+        if problems:
+            raise RunError("invalid sampling settings: " + "; ".join(problems))
         ids = np.array([self.tokenizer.encode(prompt)], dtype=np.int64)
         new = [int(t[0, 0]) for t in self.stream(ids, n, **settings)]
         return self.tokenizer.decode(new)
@@ -159,14 +170,22 @@ class ExportedModel:
 def main(argv: list[str] | None = None) -> None:
     here = Path(__file__).resolve().parent
     in_export = (here / "manifest.json").is_file()  # this file is run.py inside an exported folder
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?" if in_export else None, default=here if in_export else None)
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser = argparse.ArgumentParser(
+        prog="run.py" if in_export else "python -m craft.runtime",
+        description=__doc__.splitlines()[0] + " Unset sampling options take the model's saved settings.",
+    )
+    parser.add_argument(
+        "folder",
+        nargs="?" if in_export else None,
+        default=here if in_export else None,
+        help="a folder written by craft.export" + (" (default: this one)" if in_export else ""),
+    )
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate")
+    parser.add_argument("--temperature", type=float, default=None, help="0 is greedy")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from craft.cli import main
 from craft.errors import CraftError
 from craft.export import export
 from craft.generation import SamplingConfig, filter_logits
-from craft.runtime import ExportedModel
+from craft.runtime import ExportedModel, RunError
 from craft.runtime import filter_logits as np_filter_logits
 from craft.runtime import sample_next as np_sample_next
 from tests.conftest import ROOT, make_text, tiny_args
@@ -152,3 +152,14 @@ def test_export_refuses_missing_corrupt_and_foreign_checkpoints(tmp_path):
     with pytest.raises(CraftError, match="is not a craft checkpoint"):
         export(tmp_path / "foreign.ckpt", tmp_path / "c")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt", "foreign.ckpt"]  # nothing created
+
+
+def test_runtime_rejects_bad_settings_and_prompts(exported):
+    out, _, _, _ = exported
+    rt = ExportedModel(out)
+    with pytest.raises(RunError, match=r"temperature must be >= 0.*top_p must be in \(0, 1\]"):
+        rt.generate("The", temperature=-1, top_p=2)
+    with pytest.raises(RunError, match="outside the model's vocabulary"):
+        rt.generate("日本")
+    with pytest.raises(RunError, match="not an exported craft model"):
+        ExportedModel(out.parent)
