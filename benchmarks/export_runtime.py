@@ -56,13 +56,16 @@ def installed_bytes(root: str) -> tuple[int, list[str]]:
     return sum(seen.values()), sorted(seen)
 
 
-def tokens_per_sec(fn, new_tokens: int, repeats: int) -> float:
-    times = []
+def interleaved_tokens_per_sec(contenders: dict, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Median tokens/s of each contender, timing them in turn within every round: drift of a busy
+    machine then hits all of them alike instead of whichever happened to run during it."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return new_tokens / statistics.median(times)
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: new_tokens / statistics.median(t) for name, t in times.items()}
 
 
 def bpc_torch(lm: LanguageModel, windows: np.ndarray, char_lengths: np.ndarray) -> float:
@@ -90,7 +93,7 @@ def main() -> None:
     p.add_argument("--data.path", dest="data_path", required=True, help="the corpus the model was trained on")
     p.add_argument("--val-fraction", type=float, default=0.1, help="as the run's data.val_fraction")
     p.add_argument("--new-tokens", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--val-windows", type=int, default=None, help="validation windows to score (default: all)")
     args = p.parse_args()
 
@@ -125,7 +128,7 @@ def main() -> None:
         }
         for fn in contenders.values():  # warm-up: first calls allocate and pick kernels
             fn()
-        speed = {name: tokens_per_sec(fn, args.new_tokens, args.repeats) for name, fn in contenders.items()}
+        speed = interleaved_tokens_per_sec(contenders, args.new_tokens, args.repeats)
         bpc = {"PyTorch fp32, KV cache": bpc_torch(lm, windows, char_lengths)}
         bpc.update({name: bpc_onnx(rt, windows, char_lengths) for name, rt in runtimes.items()})
         sizes = {
@@ -154,7 +157,7 @@ def main() -> None:
     (RESULTS / "export_runtime.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = [
         f"Checkpoint `{args.ckpt_path}` ({result['params']:,} params), {result['machine']}.",
-        f"Generation: batch 1, {args.new_tokens} new tokens, greedy, median of {args.repeats}; "
+        f"Generation: batch 1, {args.new_tokens} new tokens, greedy, median of {args.repeats} interleaved rounds; "
         f"val bpc on {result['val_tokens']:,} validation tokens.",
         "",
         "| runtime | model file | tokens/s | vs PyTorch (KV cache) | val bpc | bpc - PyTorch's |",
