@@ -53,11 +53,9 @@ def main() -> None:
     else:
         cfg = merged_config([args.config])
         m = cfg["model"]
-        fields = ("d_model", "n_layers", "n_head", "d_hid", "norm", "mlp", "positions")
+        shape = {k: v for k, v in m.items() if k in GPTConfig.__dataclass_fields__ and k != "dropout"}
         torch.manual_seed(0)
-        model = GPT(
-            GPTConfig(vocab_size=100, block_size=cfg["data"]["block_size"], **{k: m[k] for k in fields if k in m})
-        )
+        model = GPT(GPTConfig(vocab_size=100, block_size=cfg["data"]["block_size"], **shape))
     model.eval()
     out = {"params": model.num_params(), "new_tokens": args.new_tokens, "threads": torch.get_num_threads()}
     out["uncached_batch1"] = rate(model, 1, args.new_tokens, args.repeats, use_cache=False)

@@ -22,6 +22,7 @@ from benchmarks.memory import rss_bytes  # noqa: E402
 from craft.compare import merged_config  # noqa: E402
 from craft.data import TextDataModule  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
+from craft.module import param_groups  # noqa: E402
 
 
 def main() -> None:
@@ -37,18 +38,11 @@ def main() -> None:
     torch.manual_seed(cfg.get("seed_everything", 0))
     dm = TextDataModule(args.data_path, block_size=d["block_size"], batch_size=d["batch_size"], seed=1337)
     dm.setup("fit")
-    fields = ("d_model", "n_layers", "n_head", "d_hid", "norm", "mlp", "positions", "dropout")
-    shape = {k: m[k] for k in fields if k in m}
+    shape = {k: v for k, v in m.items() if k in GPTConfig.__dataclass_fields__}
     if args.dropout is not None:
         shape["dropout"] = args.dropout
     model = GPT(GPTConfig(vocab_size=dm.vocab_size, block_size=d["block_size"], **shape)).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": m.get("weight_decay", 0.1)}, {"params": rest, "weight_decay": 0.0}],
-        lr=m.get("lr", 1e-3),
-        betas=(0.9, 0.99),
-    )
+    opt = torch.optim.AdamW(param_groups(model, m.get("weight_decay", 0.1)), lr=m.get("lr", 1e-3), betas=(0.9, 0.99))
     times, tokens = [], []
     batches = iter(dm.train_dataloader())
     for _ in range(args.steps):

@@ -31,17 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CEILING = """
-import json, time, torch
-best = 0.0
-for n in (1024, 2048):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 1.5:
-        a @ b
-        reps += 1
-    best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
-print(json.dumps({"flops": best, "threads": torch.get_num_threads()}))
+import json, torch
+from craft.callbacks.throughput import measure_peak_flops
+flops = measure_peak_flops(torch.device("cpu"), seconds=3.0, sizes=(1024, 2048))
+print(json.dumps({"flops": flops, "threads": torch.get_num_threads()}))
 """
 
 

@@ -164,9 +164,8 @@ class CraftCLI(LightningCLI):
             # The checkpoint's tokenizer, as the config entry that rebuilds it: no corpus needed.
             state = checkpoint["tokenizer"]
             cls = Tokenizer.class_of(state)
-            init_args = {k: v for k, v in state.items() if k not in ("type", "class_path")}
             cfg.data.tokenizer = Namespace(
-                class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args)
+                class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**Tokenizer.init_args_of(state))
             )
 
     def instantiate_trainer(self, **kwargs: Any):

@@ -30,6 +30,15 @@ ARCHITECTURE_FIELDS = (
 )
 
 
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: matrices of linear layers decay; norms, biases and embeddings do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 class LanguageModel(L.LightningModule):
     def __init__(
         self,
@@ -151,8 +160,9 @@ class LanguageModel(L.LightningModule):
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
                 "the last good checkpoint is kept. Lower lr or check the data"
             )
-        # Under DDP each process sees a slice of the global batch: log the mean over all of them.
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
+        # Under DDP each process sees a slice of the global batch: log the mean over all of them
+        # (Lightning skips the reduction when not distributed).
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -190,14 +200,7 @@ class LanguageModel(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            # Matrices of linear layers decay; norms, biases and embeddings do not.
-            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        optimizer = torch.optim.AdamW(param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise CraftError("set trainer.max_steps or trainer.max_epochs: the LR schedule needs a length")

@@ -52,8 +52,8 @@ def rows() -> list[str]:
         model, data = cfg["model"], cfg["data"]
         tok = data.get("tokenizer")
         vocab = tok["init_args"]["vocab_size"] if tok else CHAR_VOCAB
-        fields = ("d_model", "n_layers", "n_head", "d_hid", "norm", "mlp", "positions")
-        c = GPTConfig(vocab_size=vocab, block_size=data["block_size"], **{k: model[k] for k in fields if k in model})
+        shape = {k: v for k, v in model.items() if k in GPTConfig.__dataclass_fields__}
+        c = GPTConfig(vocab_size=vocab, block_size=data["block_size"], **shape)
         m = GPT(c)
         n = m.num_params()
         assert n == formula(c), (files, n, formula(c))

@@ -20,14 +20,18 @@ def batch_tokens(batch: Any) -> int:
     return batch[0].numel()
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
+def measure_peak_flops(
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    seconds: float = 1.0,
+    sizes: tuple[int, ...] = (512, 1024, 1536),
+) -> float:
     """FLOP/s of a square matmul on ``device``: the practical ceiling MFU is measured against.
 
-    Takes the best of three sizes, each timed for about ``seconds / 3`` after a warm-up (the best,
-    because a busy moment on a small machine only ever makes a probe slower).
+    Takes the best of ``sizes``, each timed for about ``seconds / len(sizes)`` after a warm-up (the
+    best, because a busy moment on a small machine only ever makes a probe slower).
     """
     best = 0.0
-    sizes = (512, 1024, 1536)
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)

@@ -79,9 +79,13 @@ class Tokenizer(ABC):
         return Tokenizer._registry[kind]
 
     @staticmethod
+    def init_args_of(state: dict[str, Any]) -> dict[str, Any]:
+        """The init arguments inside a saved state (everything but the type keys)."""
+        return {k: v for k, v in state.items() if k not in ("type", "class_path")}
+
+    @staticmethod
     def from_state(state: dict[str, Any]) -> Tokenizer:
-        cls = Tokenizer.class_of(state)
-        return cls(**{k: v for k, v in state.items() if k not in ("type", "class_path")})
+        return Tokenizer.class_of(state)(**Tokenizer.init_args_of(state))
 
 
 class CharTokenizer(Tokenizer):
