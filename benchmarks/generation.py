@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +37,28 @@ def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool)
         model.generate(prompt, new_tokens, greedy, use_cache=use_cache)
         times.append(time.perf_counter() - start)
     return batch * new_tokens / statistics.median(times)
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the ATen kernels dispatched: the unit of PyTorch's fixed per-call overhead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def kernels_per_token(model: GPT) -> float:
+    """ATen kernels per cached batch-1 decode step (sampling included), from the difference of two lengths."""
+    prompt, greedy, counts = torch.zeros(1, 1, dtype=torch.long), SamplingConfig(temperature=0), []
+    for n in (20, 60):
+        with CountOps() as c:
+            model.generate(prompt, n, greedy)
+        counts.append(c.n)
+    return (counts[1] - counts[0]) / 40
 
 
 def main() -> None:
@@ -62,6 +85,10 @@ def main() -> None:
     for b in (int(x) for x in args.batches.split(",")):
         out[f"cached_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True)
     out["cache_speedup_batch1"] = out["cached_batch1"] / out["uncached_batch1"]
+    # Why batch 1 is slow on a small CPU: each new token is a few hundred tiny kernels, so the time
+    # per token is the kernel count times PyTorch's fixed cost per kernel call, not arithmetic.
+    out["kernels_per_token"] = kernels_per_token(model)
+    out["us_per_kernel_batch1"] = 1e6 / out["cached_batch1"] / out["kernels_per_token"]
     out["peak_rss"] = peak_rss_bytes()
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}))
 

@@ -7,7 +7,8 @@ got_char shape with Python's docs as the corpus (written by craft; nothing is do
 - got_char training through ``craft fit`` at dropout 0 and 0.1: tokens/s, MFU against that
   ceiling, peak RSS, RSS growth over the timed steps;
 - the plain PyTorch loop (``benchmarks/plain_loop.py``): Lightning's overhead;
-- options: torch.compile, bf16 autocast, 1 thread, 2 data-loader workers;
+- options: torch.compile, bf16 autocast, 1 thread, 2 data-loader workers, and (where the library is
+  installed) training under tcmalloc (``LD_PRELOAD``), the allocator PyTorch's CPU tuning guide advises;
 - generation with and without the KV cache, batch 1, 8 and 32;
 - with ``--ckpt_path``: ``benchmarks/export_runtime.py`` (PyTorch vs onnxruntime fp32 / int8).
 
@@ -18,6 +19,7 @@ a 2-core machine varies by several percent from one run to the next.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import json
 import os
 import platform
@@ -36,6 +38,11 @@ from craft.callbacks.throughput import measure_peak_flops
 flops = measure_peak_flops(torch.device("cpu"), seconds=3.0, sizes=(1024, 2048))
 print(json.dumps({"flops": flops, "threads": torch.get_num_threads()}))
 """
+
+
+def find_tcmalloc() -> str | None:
+    """The soname of an installed tcmalloc (Debian/Ubuntu: ``apt install libtcmalloc-minimal4``), or None."""
+    return next((lib for lib in map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc")) if lib), None)
 
 
 def child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
@@ -87,6 +94,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--ckpt_path", default=None, help="a trained checkpoint for the export/runtime comparison")
     p.add_argument("--resume", action="store_true", help="reuse measurements saved by an interrupted run")
+    p.add_argument("--allocator", default="auto", help="'auto' (tcmalloc if installed), 'none', or a library")
     args = p.parse_args()
     py = sys.executable
     data = ["--data.path", args.data_path, "--data.builtin_corpus", "pydoc"]
@@ -109,6 +117,12 @@ def main() -> None:
         ("train_2_workers", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--data.num_workers", "2"])),
         ("generation", lambda: child_peak_rss([py, "benchmarks/generation.py", "--config", args.config])),
     ]
+    allocator = find_tcmalloc() if args.allocator == "auto" else None if args.allocator == "none" else args.allocator
+    if allocator:
+        preload = {"LD_PRELOAD": allocator}
+        for d in ("0", "0.1"):
+            cmd = [*train, "--model.dropout", d]
+            steps.append((f"train_dropout{d}_tcmalloc", lambda cmd=cmd: child_peak_rss(cmd, preload)))
     if args.ckpt_path:
         export_cmd = [py, "benchmarks/export_runtime.py", "--ckpt_path", args.ckpt_path, "--data.path", args.data_path]
         steps.append(("export_runtime", lambda: export_runtime(export_cmd)))
@@ -197,7 +211,30 @@ def main() -> None:
             "",
         ),
         ("peak RSS, generation", f"{gen['peak_rss_process'] / 1e9:.2f} GB", "", ""),
+        (
+            "generation, batch 1: ATen kernels per token",
+            f"{gen['kernels_per_token']:.0f}",
+            f"{gen['us_per_kernel_batch1']:.1f} µs per kernel",
+            "",
+        ),
     ]
+    if "train_dropout0_tcmalloc" in r:
+        t0, t1 = r["train_dropout0_tcmalloc"], r["train_dropout0.1_tcmalloc"]
+        rows += [
+            (
+                "training under tcmalloc, dropout 0 / 0.1",
+                f"{t0['tokens_per_s']:,.0f} / {t1['tokens_per_s']:,.0f} tok/s",
+                f"vs glibc {t0['tokens_per_s'] / base:.3f}x; "
+                f"dropout 0.1 vs 0 {t1['tokens_per_s'] / t0['tokens_per_s']:.3f}",
+                "≥ 0.85",
+            ),
+            (
+                "peak RSS under tcmalloc, dropout 0 / 0.1",
+                f"{gb(t0['peak_rss_process'])} / {gb(t1['peak_rss_process'])} GB",
+                "",
+                "< 1.5 GB",
+            ),
+        ]
     if "export_runtime" in r:
         e = r["export_runtime"]
         t = e["tokens_per_sec"]
@@ -227,6 +264,7 @@ def main() -> None:
         "torch": torch.__version__,
         "lightning": lightning.__version__,
         "date": time.strftime("%Y-%m-%d"),
+        "tcmalloc": allocator,
     }
     partial.unlink()
     (RESULTS / "summary.json").write_text(json.dumps({"machine": machine, "results": r}, indent=2) + "\n")

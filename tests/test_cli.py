@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from craft import LanguageModel
@@ -108,6 +109,14 @@ def test_every_shipped_config_instantiates(config, corpus, tmp_path):
     assert isinstance(cli.model, LanguageModel)
     assert cli.model.config.vocab_size == cli.datamodule.vocab_size
     assert cli.model.config.block_size == cli.datamodule.block_size
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs" / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_overlays_a_config(preset, corpus, tmp_path):
+    configs = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(preset)]
+    cli = CraftCLI(args=[*configs, "--data.path", str(corpus), "--log_dir", str(tmp_path)], run=False)
+    for key, value in (yaml.safe_load(preset.read_text()).get("model") or {}).items():
+        assert cli.model.hparams[key] == value, key
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
