@@ -10,6 +10,7 @@ got_char shape with Python's docs as the corpus (written by craft; nothing is do
 - options: torch.compile, bf16 autocast, 1 thread, 2 data-loader workers, and (where the library is
   installed) training under tcmalloc (``LD_PRELOAD``), the allocator PyTorch's CPU tuning guide advises;
 - generation with and without the KV cache, batch 1, 8 and 32;
+- attention with and without ``dropout_p`` (``benchmarks/attention_dropout.py``);
 - with ``--ckpt_path``: ``benchmarks/export_runtime.py`` (PyTorch vs onnxruntime fp32 / int8).
 
 Writes ``benchmarks/results/summary.md`` and ``summary.json``. Quote ratios, not absolute times:
@@ -23,6 +24,7 @@ import ctypes.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -82,6 +84,14 @@ def child_peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     return result
 
 
+HEADLINE = ("train_dropout0", "plain_dropout0", "train_dropout0.1")
+
+
+def rounds(r: dict, name: str) -> list[float]:
+    """tokens/s of every round of ``name`` (the first round has the bare name)."""
+    return [v["tokens_per_s"] for k, v in r.items() if k == name or k.startswith(name + "_r")]
+
+
 def gb(n: int) -> str:
     return f"{n / 1e9:.2f}"
 
@@ -94,6 +104,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--ckpt_path", default=None, help="a trained checkpoint for the export/runtime comparison")
     p.add_argument("--resume", action="store_true", help="reuse measurements saved by an interrupted run")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="rounds of the headline trio (craft fit, plain loop, dropout 0.1)"
+    )
     p.add_argument("--allocator", default="auto", help="'auto' (tcmalloc if installed), 'none', or a library")
     args = p.parse_args()
     py = sys.executable
@@ -116,7 +129,12 @@ def main() -> None:
         ("train_1_thread", lambda: child_peak_rss([*train, "--model.dropout", "0.0"], env={"OMP_NUM_THREADS": "1"})),
         ("train_2_workers", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--data.num_workers", "2"])),
         ("generation", lambda: child_peak_rss([py, "benchmarks/generation.py", "--config", args.config])),
+        ("attention_dropout", lambda: child([py, "benchmarks/attention_dropout.py"])),
     ]
+    # This machine drifts by several percent between minutes: the headline trio runs in --repeats
+    # rounds, each running the three in turn, and the table shows each one's median (and the range).
+    trio = {name: fn for name, fn in steps if name in HEADLINE}
+    steps += [(f"{name}_r{i}", trio[name]) for i in range(2, args.repeats + 1) for name in HEADLINE]
     allocator = find_tcmalloc() if args.allocator == "auto" else None if args.allocator == "none" else args.allocator
     if allocator:
         preload = {"LD_PRELOAD": allocator}
@@ -141,24 +159,35 @@ def main() -> None:
     flops_per_token = r["train_dropout0"]["flops_per_token"]
     ceiling = r["ceiling"]["flops"]
 
-    def mfu(name: str) -> float:
-        return r[name]["tokens_per_s"] * flops_per_token / ceiling
+    tps = {name: statistics.median(rounds(r, name)) for name in HEADLINE}
 
-    base = r["train_dropout0"]["tokens_per_s"]
+    def spread(name: str) -> str:
+        v = rounds(r, name)
+        return f"{tps[name]:,.0f} tok/s" + (f" ({min(v):,.0f}-{max(v):,.0f})" if len(v) > 1 else "")
+
+    def mfu(name: str) -> float:
+        return (tps[name] if name in tps else r[name]["tokens_per_s"]) * flops_per_token / ceiling
+
+    base = tps["train_dropout0"]
     gen = r["generation"]
     rows = [
         ("fp32 matmul ceiling (torch.mm)", f"{ceiling / 1e9:.0f} GFLOP/s", "", ""),
-        ("got_char training, dropout 0 (craft fit)", f"{base:,.0f} tok/s", f"MFU {mfu('train_dropout0'):.1%}", "≥ 55%"),
+        (
+            "got_char training, dropout 0 (craft fit)",
+            spread("train_dropout0"),
+            f"MFU {mfu('train_dropout0'):.1%}",
+            "≥ 55%",
+        ),
         (
             "plain PyTorch loop, dropout 0",
-            f"{r['plain_dropout0']['tokens_per_s']:,.0f} tok/s",
-            f"craft / plain {base / r['plain_dropout0']['tokens_per_s']:.3f}",
+            spread("plain_dropout0"),
+            f"craft / plain {base / tps['plain_dropout0']:.3f}",
             "≥ 0.95",
         ),
         (
             "got_char training, dropout 0.1",
-            f"{r['train_dropout0.1']['tokens_per_s']:,.0f} tok/s",
-            f"vs dropout 0 {r['train_dropout0.1']['tokens_per_s'] / base:.3f}",
+            spread("train_dropout0.1"),
+            f"vs dropout 0 {tps['train_dropout0.1'] / base:.3f}",
             "≥ 0.85",
         ),
         (
@@ -218,6 +247,15 @@ def main() -> None:
             "",
         ),
     ]
+    a = r["attention_dropout"]["ms_forward_backward"]
+    rows.append(
+        (
+            "one layer's attention fwd+bwd, dropout_p 0 / 0.1",
+            f"{a['dropout_0']:,.0f} / {a['dropout_0.1']:,.0f} ms",
+            f"{r['attention_dropout']['slowdown']:.1f}x slower",
+            "(why attention weights are never dropped)",
+        )
+    )
     if "train_dropout0_tcmalloc" in r:
         t0, t1 = r["train_dropout0_tcmalloc"], r["train_dropout0.1_tcmalloc"]
         rows += [
@@ -272,7 +310,9 @@ def main() -> None:
         f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, torch {machine['torch']}, "
         f"lightning {machine['lightning']}; {machine['date']}.",
         f"Made by `python benchmarks/run_all.py{' --ckpt_path ' + args.ckpt_path if args.ckpt_path else ''}`: "
-        f"{args.steps} training steps per measurement, the first {args.warmup} not timed.",
+        f"{args.steps} training steps per measurement, the first {args.warmup} not timed; craft fit, "
+        f"plain loop and dropout 0.1 are medians of {args.repeats} rounds that run the three in turn "
+        "(range in brackets).",
         "",
         "| measurement | figure | ratio | target |",
         "|---|---:|---:|---|",
