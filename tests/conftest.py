@@ -73,6 +73,15 @@ def tiny_args(
     ]
 
 
+def scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    """A run's TensorBoard scalar ``tag`` read back from its event files, as {step: value}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
 def python_cmd() -> list[str]:
     return [sys.executable, "-m", "craft"]
 

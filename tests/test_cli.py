@@ -1,7 +1,6 @@
 """End-to-end runs through `python -m craft`: real Trainer, real files on disk."""
 
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from craft import LanguageModel
 from craft.cli import CraftCLI, main
-from tests.conftest import ROOT, python_cmd, tiny_args
-
-
-def scalars(run_dir: Path, tag: str) -> dict[int, float]:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars(tag)}
+from tests.conftest import ROOT, python_cmd, scalars, tiny_args
 
 
 def test_fit_writes_events_config_and_last_ckpt(corpus, tmp_path):
@@ -142,7 +135,5 @@ def test_resume_from_an_older_checkpoint_purges_the_replayed_steps(corpus, tmp_p
     main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "9", "--ckpt_path", "last"])
     last.write_bytes(saved)  # as if the process died after logging steps 5..8 but before saving them
     main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "12", "--ckpt_path", "last"])
-    acc = EventAccumulator(str(logs / "tiny"), size_guidance={"scalars": 0})
-    acc.Reload()
-    steps = [e.step for e in acc.Scalars("train/loss_step")]
+    steps = list(scalars(logs / "tiny", "train/loss_step"))
     assert steps == list(range(12))

@@ -7,17 +7,10 @@ compiles in place; this test trains compiled and shows the checkpoint works both
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from craft import LanguageModel
 from craft.cli import CraftCLI, main
-from tests.conftest import tiny_args
-
-
-def val_loss_at(run_dir, step: int) -> float:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars("val/loss")}[step]
+from tests.conftest import scalars, tiny_args
 
 
 def test_compiled_checkpoint_loads_without_compile_and_back(corpus, tmp_path):
@@ -33,7 +26,7 @@ def test_compiled_checkpoint_loads_without_compile_and_back(corpus, tmp_path):
     cli = CraftCLI(args=["validate", *tiny_args(corpus, logs), "--ckpt_path", "last"])
     assert cli.model.hparams.compile is False
     eager_loss = cli.trainer.callback_metrics["val/loss"].item()
-    assert eager_loss == pytest.approx(val_loss_at(logs / "tiny", 4), rel=1e-4)
+    assert eager_loss == pytest.approx(scalars(logs / "tiny", "val/loss")[4], rel=1e-4)
 
     # Resume eagerly, then compiled again: both directions load the other's checkpoint.
     for compile_, steps in (("false", 7), ("true", 9)):

@@ -5,9 +5,8 @@ import os
 import subprocess
 
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import ROOT, python_cmd, tiny_args
+from tests.conftest import ROOT, python_cmd, scalars, tiny_args
 
 DDP = ["--config", str(ROOT / "configs/presets/ddp_cpu.yaml")]
 STOP_AT_6 = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 6}}'  # an interruption
@@ -21,12 +20,6 @@ def fit(*args: str, cwd) -> subprocess.CompletedProcess:
     return done
 
 
-def curve(run_dir, tag: str) -> dict[int, float]:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars(tag)}
-
-
 def test_ddp_matches_one_process_writes_once_and_resumes(corpus, tmp_path):
     logs = tmp_path / "logs"
     fit(*tiny_args(corpus, logs, experiment="one"), "--trainer.max_steps", "10", cwd=tmp_path)
@@ -38,12 +31,12 @@ def test_ddp_matches_one_process_writes_once_and_resumes(corpus, tmp_path):
 
     one, two = logs / "one", logs / "two"
     for tag in ("train/loss_step", "val/loss", "val/bpc"):
-        a, b = curve(one, tag), curve(two, tag)
+        a, b = scalars(one, tag), scalars(two, tag)
         # The stopped launch also validated when it stopped (step 6, logged as 5): extra points only.
         assert set(a) <= set(b) and (tag != "train/loss_step" or set(a) == set(b)), (tag, a, b)
         for step in a:
             assert abs(a[step] - b[step]) < TOLERANCE, (tag, step, a[step], b[step])
-    assert len(curve(two, "train/loss_step")) == 10
+    assert len(scalars(two, "train/loss_step")) == 10
 
     ckpt = torch.load(two / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 10

@@ -2,18 +2,11 @@
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from craft.cli import main
-from tests.conftest import tiny_args
+from tests.conftest import scalars, tiny_args
 
 STOP_AT_8 = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 8}}'
-
-
-def series(run_dir, tag):
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {e.step: e.value for e in acc.Scalars(tag)}
 
 
 @pytest.mark.parametrize("windows_per_epoch", [None, 48])  # 48 windows = 6 batches: resume crosses epochs
@@ -28,14 +21,14 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, wind
     assert first["global_step"] == 8
     main(["fit", *tiny_args(corpus, split), *extra, "--ckpt_path", "last"])
 
-    a = series(full / "tiny", "train/loss_step")
-    b = series(split / "tiny", "train/loss_step")
+    a = scalars(full / "tiny", "train/loss_step")
+    b = scalars(split / "tiny", "train/loss_step")
     assert sorted(a) == sorted(b) == list(range(14))
     print("\nstep  uninterrupted  resumed")
     for step in range(8, 14):
         print(f"{step + 1:4d}  {a[step]:.7f}      {b[step]:.7f}")
     assert [a[s] for s in range(14)] == [b[s] for s in range(14)]  # bitwise equal floats
-    assert series(full / "tiny", "lr-AdamW/pg1") == series(split / "tiny", "lr-AdamW/pg1")
+    assert scalars(full / "tiny", "lr-AdamW/pg1") == scalars(split / "tiny", "lr-AdamW/pg1")
 
     wa = torch.load(full / "tiny" / "checkpoints" / "last.ckpt", weights_only=True)
     wb = torch.load(split / "tiny" / "checkpoints" / "last.ckpt", weights_only=True)
