@@ -27,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,15 +49,20 @@ def find_tcmalloc() -> str | None:
 
 
 def child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run one benchmark process; its last stdout line is JSON. Adds its own peak RSS and wall time."""
+    """Run one benchmark process; its last stdout line is JSON. Adds the process's own peak resident
+    memory (from wait4, not the maximum over all children so far) and its wall time."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
-    )
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark failed: {' '.join(cmd)}\n{err[-3000:]}")
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"benchmark failed: {' '.join(cmd)}\n{err.read()[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_process"] = usage.ru_maxrss * 1024
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 
@@ -67,23 +73,12 @@ def export_runtime(cmd: list[str]) -> dict:
     return json.loads((RESULTS / "export_runtime.json").read_text())
 
 
-def child_peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> dict:
-    """As ``child``, with the process's own peak resident memory from wait4 (not the children's max)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
-    )
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark failed ({proc.returncode}): {' '.join(cmd)}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_process"] = usage.ru_maxrss * 1024
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    return result
-
-
+OPTIONS = {
+    "train_compile": "torch.compile (inner model)",
+    "train_bf16": "bf16-mixed autocast",
+    "train_1_thread": "1 thread (OMP_NUM_THREADS=1)",
+    "train_2_workers": "2 data-loader workers",
+}
 HEADLINE = ("train_dropout0", "plain_dropout0", "train_dropout0.1")
 
 
@@ -120,15 +115,15 @@ def main() -> None:
     r: dict = {}
     steps = [
         ("ceiling", lambda: child([py, "-c", CEILING])),
-        ("train_dropout0", lambda: child_peak_rss([*train, "--model.dropout", "0.0"])),
-        ("plain_dropout0", lambda: child_peak_rss([*plain, "--model.dropout", "0.0"])),
-        ("train_dropout0.1", lambda: child_peak_rss([*train, "--model.dropout", "0.1"])),
-        ("train_compile", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--model.compile", "true"])),
+        ("train_dropout0", lambda: child([*train, "--model.dropout", "0.0"])),
+        ("plain_dropout0", lambda: child([*plain, "--model.dropout", "0.0"])),
+        ("train_dropout0.1", lambda: child([*train, "--model.dropout", "0.1"])),
+        ("train_compile", lambda: child([*train, "--model.dropout", "0.0", "--model.compile", "true"])),
         # bf16 without AMX is many times slower on CPU: a short run is enough to say so.
-        ("train_bf16", lambda: child_peak_rss([*short, "--model.dropout", "0.0", "--trainer.precision", "bf16-mixed"])),
-        ("train_1_thread", lambda: child_peak_rss([*train, "--model.dropout", "0.0"], env={"OMP_NUM_THREADS": "1"})),
-        ("train_2_workers", lambda: child_peak_rss([*train, "--model.dropout", "0.0", "--data.num_workers", "2"])),
-        ("generation", lambda: child_peak_rss([py, "benchmarks/generation.py", "--config", args.config])),
+        ("train_bf16", lambda: child([*short, "--model.dropout", "0.0", "--trainer.precision", "bf16-mixed"])),
+        ("train_1_thread", lambda: child([*train, "--model.dropout", "0.0"], env={"OMP_NUM_THREADS": "1"})),
+        ("train_2_workers", lambda: child([*train, "--model.dropout", "0.0", "--data.num_workers", "2"])),
+        ("generation", lambda: child([py, "benchmarks/generation.py", "--config", args.config])),
         ("attention_dropout", lambda: child([py, "benchmarks/attention_dropout.py"])),
     ]
     # This machine drifts by several percent between minutes: the headline trio runs in --repeats
@@ -140,7 +135,7 @@ def main() -> None:
         preload = {"LD_PRELOAD": allocator}
         for d in ("0", "0.1"):
             cmd = [*train, "--model.dropout", d]
-            steps.append((f"train_dropout{d}_tcmalloc", lambda cmd=cmd: child_peak_rss(cmd, preload)))
+            steps.append((f"train_dropout{d}_tcmalloc", lambda cmd=cmd: child(cmd, preload)))
     if args.ckpt_path:
         export_cmd = [py, "benchmarks/export_runtime.py", "--ckpt_path", args.ckpt_path, "--data.path", args.data_path]
         steps.append(("export_runtime", lambda: export_runtime(export_cmd)))
@@ -165,17 +160,15 @@ def main() -> None:
         v = rounds(r, name)
         return f"{tps[name]:,.0f} tok/s" + (f" ({min(v):,.0f}-{max(v):,.0f})" if len(v) > 1 else "")
 
-    def mfu(name: str) -> float:
-        return (tps[name] if name in tps else r[name]["tokens_per_s"]) * flops_per_token / ceiling
-
     base = tps["train_dropout0"]
+    mfu = base * flops_per_token / ceiling
     gen = r["generation"]
     rows = [
         ("fp32 matmul ceiling (torch.mm)", f"{ceiling / 1e9:.0f} GFLOP/s", "", ""),
         (
             "got_char training, dropout 0 (craft fit)",
             spread("train_dropout0"),
-            f"MFU {mfu('train_dropout0'):.1%}",
+            f"MFU {mfu:.1%}",
             "≥ 55%",
         ),
         (
@@ -202,29 +195,9 @@ def main() -> None:
             f"over {args.steps - args.warmup} steps",
             "no growth",
         ),
-        (
-            "torch.compile (inner model)",
-            f"{r['train_compile']['tokens_per_s']:,.0f} tok/s",
-            f"{r['train_compile']['tokens_per_s'] / base:.3f}x",
-            "",
-        ),
-        (
-            "bf16-mixed autocast",
-            f"{r['train_bf16']['tokens_per_s']:,.0f} tok/s",
-            f"{r['train_bf16']['tokens_per_s'] / base:.3f}x",
-            "",
-        ),
-        (
-            "1 thread (OMP_NUM_THREADS=1)",
-            f"{r['train_1_thread']['tokens_per_s']:,.0f} tok/s",
-            f"{r['train_1_thread']['tokens_per_s'] / base:.3f}x",
-            "",
-        ),
-        (
-            "2 data-loader workers",
-            f"{r['train_2_workers']['tokens_per_s']:,.0f} tok/s",
-            f"{r['train_2_workers']['tokens_per_s'] / base:.3f}x",
-            "",
+        *(
+            (label, f"{r[name]['tokens_per_s']:,.0f} tok/s", f"{r[name]['tokens_per_s'] / base:.3f}x", "")
+            for name, label in OPTIONS.items()
         ),
         (
             "generation, batch 1, KV cache",
