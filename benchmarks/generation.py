@@ -53,12 +53,12 @@ class CountOps(TorchDispatchMode):
 
 def kernels_per_token(model: GPT) -> float:
     """ATen kernels per cached batch-1 decode step (sampling included), from the difference of two lengths."""
-    prompt, greedy, counts = torch.zeros(1, 1, dtype=torch.long), SamplingConfig(temperature=0), []
-    for n in (20, 60):
+    prompt, greedy, lengths, counts = torch.zeros(1, 1, dtype=torch.long), SamplingConfig(temperature=0), (20, 60), []
+    for n in lengths:
         with CountOps() as c:
             model.generate(prompt, n, greedy)
         counts.append(c.n)
-    return (counts[1] - counts[0]) / 40
+    return (counts[1] - counts[0]) / (lengths[1] - lengths[0])
 
 
 def main() -> None:
@@ -75,10 +75,10 @@ def main() -> None:
         model = LanguageModel.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True).model
     else:
         cfg = merged_config([args.config])
-        m = cfg["model"]
-        shape = {k: v for k, v in m.items() if k in GPTConfig.__dataclass_fields__ and k != "dropout"}
         torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=100, block_size=cfg["data"]["block_size"], **shape))
+        model = GPT(
+            GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0)
+        )
     model.eval()
     out = {"params": model.num_params(), "new_tokens": args.new_tokens, "threads": torch.get_num_threads()}
     out["uncached_batch1"] = rate(model, 1, args.new_tokens, args.repeats, use_cache=False)

@@ -38,10 +38,8 @@ def main() -> None:
     torch.manual_seed(cfg.get("seed_everything", 0))
     dm = TextDataModule(args.data_path, block_size=d["block_size"], batch_size=d["batch_size"], seed=1337)
     dm.setup("fit")
-    shape = {k: v for k, v in m.items() if k in GPTConfig.__dataclass_fields__}
-    if args.dropout is not None:
-        shape["dropout"] = args.dropout
-    model = GPT(GPTConfig(vocab_size=dm.vocab_size, block_size=d["block_size"], **shape)).train()
+    overrides = {} if args.dropout is None else {"dropout": args.dropout}
+    model = GPT(GPTConfig.from_section(m, vocab_size=dm.vocab_size, block_size=d["block_size"], **overrides)).train()
     opt = torch.optim.AdamW(param_groups(model, m.get("weight_decay", 0.1)), lr=m.get("lr", 1e-3), betas=(0.9, 0.99))
     times, tokens = [], []
     batches = iter(dm.train_dataloader())

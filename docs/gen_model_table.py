@@ -52,8 +52,7 @@ def rows() -> list[str]:
         model, data = cfg["model"], cfg["data"]
         tok = data.get("tokenizer")
         vocab = tok["init_args"]["vocab_size"] if tok else CHAR_VOCAB
-        shape = {k: v for k, v in model.items() if k in GPTConfig.__dataclass_fields__}
-        c = GPTConfig(vocab_size=vocab, block_size=data["block_size"], **shape)
+        c = GPTConfig.from_section(model, vocab_size=vocab, block_size=data["block_size"])
         m = GPT(c)
         n = m.num_params()
         assert n == formula(c), (files, n, formula(c))

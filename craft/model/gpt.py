@@ -51,6 +51,12 @@ class GPTConfig:
         for kind in ("norm", "mlp", "positions"):
             resolve(kind, getattr(self, kind))  # unknown names fail here, with the choices
 
+    @classmethod
+    def from_section(cls, section: dict, **fields) -> GPTConfig:
+        """A config from a YAML ``model:`` section (keys that are not GPTConfig fields, such as lr,
+        are ignored); ``fields`` (vocab_size, block_size, ...) override it."""
+        return cls(**{**{k: v for k, v in section.items() if k in cls.__dataclass_fields__}, **fields})
+
     @property
     def head_size(self) -> int:
         return self.d_model // self.n_head
