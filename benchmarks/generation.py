@@ -28,13 +28,16 @@ from craft.model import GPT, GPTConfig  # noqa: E402
 
 
 def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool) -> float:
-    prompt = torch.zeros(batch, 1, dtype=torch.long)
+    device = next(model.parameters()).device
+    prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
     greedy = SamplingConfig(temperature=0)
     model.generate(prompt, 20, greedy, use_cache=use_cache)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         model.generate(prompt, new_tokens, greedy, use_cache=use_cache)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return batch * new_tokens / statistics.median(times)
 
@@ -53,7 +56,8 @@ class CountOps(TorchDispatchMode):
 
 def kernels_per_token(model: GPT) -> float:
     """ATen kernels per cached batch-1 decode step (sampling included), from the difference of two lengths."""
-    prompt, greedy, lengths, counts = torch.zeros(1, 1, dtype=torch.long), SamplingConfig(temperature=0), (20, 60), []
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    greedy, lengths, counts = SamplingConfig(temperature=0), (20, 60), []
     for n in lengths:
         with CountOps() as c:
             model.generate(prompt, n, greedy)
@@ -68,6 +72,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = p.parse_args()
     if args.ckpt_path:
         from craft.module import LanguageModel
@@ -79,8 +84,9 @@ def main() -> None:
         model = GPT(
             GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0)
         )
-    model.eval()
-    out = {"params": model.num_params(), "new_tokens": args.new_tokens, "threads": torch.get_num_threads()}
+    model.eval().to(args.device)
+    out = {"params": model.num_params(), "new_tokens": args.new_tokens, "device": args.device}
+    out["threads"] = torch.get_num_threads()
     out["uncached_batch1"] = rate(model, 1, args.new_tokens, args.repeats, use_cache=False)
     for b in (int(x) for x in args.batches.split(",")):
         out[f"cached_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True)

@@ -36,6 +36,8 @@ class StepTimer(L.Callback):
         self.rss: list[int] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()  # time finished steps, not queued kernels
         self.times.append(time.perf_counter())
         self.tokens.append(batch[0].numel())
         self.rss.append(rss_bytes())

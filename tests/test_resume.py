@@ -1,5 +1,7 @@
 """Exact resume: k steps + resume to N equals N uninterrupted steps, bit for bit on CPU fp32."""
 
+import json
+
 import pytest
 import torch
 
@@ -36,3 +38,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, wind
     for key, value in wa["state_dict"].items():
         assert torch.equal(value, wb["state_dict"][key]), key
     assert not list((split / "tiny").glob("version_*"))
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_checkpoint(corpus, tmp_path, capsys):
+    args = tiny_args(corpus, tmp_path, "--trainer.max_steps", "6")
+    main(["fit", *args])
+    last = tmp_path / "tiny" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    main(["fit", *args, "--ckpt_path", "last"])  # already at max_steps: must end cleanly, not crash
+    assert "no training steps ran" in capsys.readouterr().out
+    assert last.read_bytes() == before
+    summary = json.loads((tmp_path / "tiny" / "summary.json").read_text())
+    assert summary["global_step"] == 6 and summary["steps_this_launch"] == 0

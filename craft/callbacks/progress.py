@@ -56,6 +56,7 @@ class RunSummary(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._start_step: int | None = None  # set in on_train_start, which a finished run never reaches
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_step = trainer.global_step  # restored by now when resuming
@@ -69,6 +70,12 @@ class RunSummary(L.Callback):
         summary = self.summary(trainer, pl_module)
         lines = [f"  {k}: {v}" for k, v in summary.items()]
         print("\ncraft run summary\n" + "\n".join(lines), flush=True)
+        if summary["steps_this_launch"] == 0 and self._start_step is None:
+            print(
+                f"craft: no training steps ran: the run had already reached its end (step {trainer.global_step}); "
+                "raise --trainer.max_steps or --trainer.max_epochs to train on from it",
+                flush=True,
+            )
         if log_dir:
             path = Path(log_dir) / "summary.json"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +98,9 @@ class RunSummary(L.Callback):
         out: dict[str, Any] = {
             "experiment": getattr(trainer.logger, "name", None),
             "global_step": trainer.global_step,
-            "steps_this_launch": trainer.global_step - self._start_step,
+            "steps_this_launch": trainer.global_step - (
+                trainer.global_step if self._start_step is None else self._start_step
+            ),
             "wall_seconds": round(time.perf_counter() - self._start, 1),
             "params": pl_module.model.num_params(),
             "train_loss": metric("train/loss_epoch") or metric("train/loss_step"),
