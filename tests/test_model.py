@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from craft.errors import ConfigError
 from craft.generation import SamplingConfig
@@ -149,3 +150,30 @@ def test_unknown_variant_is_a_config_error(field, value, message):
 def test_rotary_needs_an_even_head_size():
     with pytest.raises(ConfigError, match="even head size"):
         GPT(GPTConfig(vocab_size=10, d_model=12, n_head=4, positions="rotary"))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gelu_mlp_recomputes_gelu_with_autograds_gradients_and_one_fewer_buffer(bias):
+    from craft.model.blocks import GeluMLP, GeluProj
+
+    h = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
+    assert torch.autograd.gradcheck(GeluProj.apply, (h, w, b))
+
+    torch.manual_seed(0)
+    mlp = GeluMLP(GPTConfig(vocab_size=10, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=64, bias=bias))
+    x = torch.randn(3, 8, 16, requires_grad=True)
+
+    def grads_and_saved(forward):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = forward(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *mlp.parameters()])
+        return grads, sum(saved)
+
+    plain, plain_saved = grads_and_saved(lambda t: mlp.proj(F.gelu(mlp.fc(t))))
+    ours, ours_saved = grads_and_saved(mlp)
+    for a, b_ in zip(plain, ours):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
+    assert plain_saved - ours_saved == 3 * 8 * 64  # gelu(h), (B, T, d_hid), is no longer kept
