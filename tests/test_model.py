@@ -177,3 +177,21 @@ def test_gelu_mlp_recomputes_gelu_with_autograds_gradients_and_one_fewer_buffer(
     for a, b_ in zip(plain, ours):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
     assert plain_saved - ours_saved == 3 * 8 * 64  # gelu(h), (B, T, d_hid), is no longer kept
+
+
+def test_cpu_dropout_keeps_a_bool_mask_scales_kept_values_and_routes_gradients_through_them():
+    from craft.model.blocks import Dropout
+
+    drop, p = Dropout(0.25), 0.25
+    torch.manual_seed(0)
+    x = (torch.rand(200, 1000) + 0.5).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = drop(x)
+    assert [t.dtype for t in saved] == [torch.bool]  # 1 byte per element kept for backward
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.005  # 200k draws: rate within 0.5 points
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, kept.float() / (1 - p))
+    assert torch.equal(drop.eval()(x), x)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from craft.errors import ConfigError
 from craft.generation import SamplingConfig, sample_next
-from craft.model.blocks import resolve
+from craft.model.blocks import Dropout, resolve
 
 
 @dataclass
@@ -72,7 +72,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, positions: nn.Module, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
         B, T, C = x.shape
@@ -123,7 +123,7 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.positions = resolve("positions", config.positions)(config)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = resolve("norm", config.norm)(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
