@@ -174,7 +174,7 @@ def test_gelu_mlp_recomputes_gelu_with_autograds_gradients_and_one_fewer_buffer(
 
     plain, plain_saved = grads_and_saved(lambda t: mlp.proj(F.gelu(mlp.fc(t))))
     ours, ours_saved = grads_and_saved(mlp)
-    for a, b_ in zip(plain, ours):
+    for a, b_ in zip(plain, ours, strict=True):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
     assert plain_saved - ours_saved == 3 * 8 * 64  # gelu(h), (B, T, d_hid), is no longer kept
 

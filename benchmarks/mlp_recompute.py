@@ -1,0 +1,165 @@
+"""Recomputing GELU in the backward pass: plain autograd against craft's GeluMLP, got_char shape.
+
+    python benchmarks/mlp_recompute.py [--rounds 5] [--step-rounds 6]
+
+Plain autograd keeps ``h`` and ``gelu(h)`` for the backward pass; craft's ``GeluMLP`` keeps ``h``
+and recomputes ``gelu(h)`` there (``craft.model.blocks.GeluProj``). Measures one MLP alone (median
+ms and minor page faults per forward + backward, bytes kept for backward), what the whole model
+keeps for backward at dropout 0 and 0.1 (plain forms against craft's), and whole training steps
+of the got_char model on Python's docs in one process, the two MLP forms alternating every 3 steps
+(the first of each 3 not timed), so both see the same machine. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from craft.data import TextDataModule  # noqa: E402
+from craft.model import GPT, GPTConfig  # noqa: E402
+from craft.model.blocks import Dropout, GeluMLP  # noqa: E402
+from craft.module import param_groups  # noqa: E402
+
+
+def measure(forward, x: torch.Tensor, grad: torch.Tensor, repeats: int = 5) -> tuple[float, float]:
+    forward(x).backward(grad)  # warm-up
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    for _ in range(repeats):
+        forward(x).backward(grad)
+    ms = (time.perf_counter() - start) / repeats * 1e3
+    return ms, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
+
+
+def saved_bytes(forward, x: torch.Tensor) -> int:
+    sizes: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.nbytes) or t, lambda t: t):
+        forward(x)
+    return sum(sizes)
+
+
+def model_saved_mb(dropout: float, plain: bool) -> float:
+    """Activations the got_char model keeps for backward (each storage once), batch 64 x 256."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512, dropout=dropout)
+    model = GPT(cfg).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    x = torch.randint(0, 100, (64, 256))
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    mlp_forward, drop_forward = GeluMLP.forward, Dropout.forward
+    if plain:  # what autograd keeps with the textbook MLP and PyTorch's own dropout
+        GeluMLP.forward = lambda self, h: self.dropout(self.proj(F.gelu(self.fc(h))))
+        Dropout.forward = torch.nn.Dropout.forward
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(x, x)
+    finally:
+        GeluMLP.forward, Dropout.forward = mlp_forward, drop_forward
+    return round(sum(storages.values()) / 2**20, 1)
+
+
+def training_steps(rounds: int) -> dict:
+    """Median seconds and page faults per got_char training step with each MLP form."""
+    path = Path("data/pydoc_topics.txt")
+
+    dm = TextDataModule(str(path), block_size=256, batch_size=64, seed=1337, builtin_corpus="pydoc")
+    dm.setup("fit")
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=dm.vocab_size, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
+    model = GPT(cfg).train()
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+    batches = iter(dm.train_dataloader())
+    recompute = GeluMLP.forward
+
+    def plain(self, x):
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+    def step() -> tuple[float, int]:
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(dm.train_dataloader())
+            x, y = next(batches)
+        faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+    times: dict[str, list[float]] = {"plain autograd": [], "craft GeluMLP": []}
+    faults: dict[str, list[int]] = {k: [] for k in times}
+    try:
+        for _ in range(3):
+            step()
+        for _ in range(rounds):
+            for name, forward in (("plain autograd", plain), ("craft GeluMLP", recompute)):
+                GeluMLP.forward = forward
+                step()  # the first step after a switch settles the allocator; not timed
+                for _ in range(2):
+                    t, f = step()
+                    times[name].append(t)
+                    faults[name].append(f)
+    finally:
+        GeluMLP.forward = recompute
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "step_s": {k: round(v, 3) for k, v in med.items()},
+        "speedup": round(med["plain autograd"] / med["craft GeluMLP"], 3),
+        "page_faults_per_step": {k: round(statistics.median(v)) for k, v in faults.items()},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--step-rounds", type=int, default=6, help="rounds of whole training steps (0: skip)")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    mlp = GeluMLP(GPTConfig(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512))
+    x, grad = torch.randn(64, 256, 128, requires_grad=True), torch.randn(64, 256, 128)
+    variants = {"plain autograd": lambda t: mlp.proj(F.gelu(mlp.fc(t))), "craft GeluMLP": mlp}
+    ms: dict[str, list[float]] = {k: [] for k in variants}
+    faults: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for name, forward in variants.items():
+            t, f = measure(forward, x, grad)
+            ms[name].append(t)
+            faults[name].append(f)
+    out = {
+        "ms_forward_backward": {k: round(statistics.median(v), 1) for k, v in ms.items()},
+        "page_faults": {k: round(statistics.median(v)) for k, v in faults.items()},
+        "saved_for_backward_mb": {k: round(saved_bytes(f, x) / 2**20, 1) for k, f in variants.items()},
+        "threads": torch.get_num_threads(),
+    }
+    out["model_saved_for_backward_mb"] = {
+        f"{form}, dropout {d}": model_saved_mb(d, plain=form == "plain")
+        for form in ("plain", "craft")
+        for d in (0.0, 0.1)
+    }
+    if args.step_rounds:
+        out["training_step"] = training_steps(args.step_rounds)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
