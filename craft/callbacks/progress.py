@@ -95,11 +95,11 @@ class RunSummary(L.Callback):
         def metric(name: str) -> float | None:
             return round(float(m[name]), 4) if name in m else None
 
+        start_step = trainer.global_step if self._start_step is None else self._start_step
         out: dict[str, Any] = {
             "experiment": getattr(trainer.logger, "name", None),
             "global_step": trainer.global_step,
-            "steps_this_launch": trainer.global_step
-            - (trainer.global_step if self._start_step is None else self._start_step),
+            "steps_this_launch": trainer.global_step - start_step,
             "wall_seconds": round(time.perf_counter() - self._start, 1),
             "params": pl_module.model.num_params(),
             "train_loss": metric("train/loss_epoch") or metric("train/loss_step"),
