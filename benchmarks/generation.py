@@ -27,6 +27,13 @@ from craft.generation import SamplingConfig  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
 
 
+def untrained_model(config: str) -> GPT:
+    """A freshly initialised model of a config's shape (vocab 100): weights do not change speed."""
+    cfg = merged_config([config])
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0))
+
+
 def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool) -> float:
     device = next(model.parameters()).device
     prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -79,11 +86,7 @@ def main() -> None:
 
         model = LanguageModel.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True).model
     else:
-        cfg = merged_config([args.config])
-        torch.manual_seed(0)
-        model = GPT(
-            GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0)
-        )
+        model = untrained_model(args.config)
     model.eval().to(args.device)
     out = {"params": model.num_params(), "new_tokens": args.new_tokens, "device": args.device}
     out["threads"] = torch.get_num_threads()

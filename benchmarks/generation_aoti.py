@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from craft.compare import merged_config  # noqa: E402
-from craft.model import GPT, GPTConfig  # noqa: E402
+from benchmarks.generation import untrained_model  # noqa: E402
+from craft.model import GPT  # noqa: E402
 
 
 class StaticDecodeStep(nn.Module):
@@ -80,10 +80,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    cfg = merged_config([args.config])
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0))
-    gpt.eval()
+    gpt = untrained_model(args.config).eval()
     block = gpt.config.block_size
     example = (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]))
     with torch.no_grad():
@@ -104,8 +101,7 @@ def main() -> None:
         with torch.no_grad():
             full, _ = gpt(ids, all_logits=True)
             for name, step in compiled.items():
-                fresh = StaticDecodeStep(gpt) if name == "eager" else step
-                diff = max((fresh(ids[:, [t]], torch.tensor([t])) - full[:, t]).abs().max().item() for t in range(20))
+                diff = max((step(ids[:, [t]], torch.tensor([t])) - full[:, t]).abs().max().item() for t in range(20))
                 out[f"max_logit_diff_{name}"] = diff
         for threads in (1, 2):
             torch.set_num_threads(threads)

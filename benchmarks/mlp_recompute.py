@@ -18,6 +18,8 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -25,10 +27,36 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.plain_loop import endless_batches, train_step  # noqa: E402
+from craft.compare import merged_config  # noqa: E402
 from craft.data import TextDataModule  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
 from craft.model.blocks import Dropout, GeluMLP  # noqa: E402
 from craft.module import param_groups  # noqa: E402
+
+GOT_CHAR = merged_config(["configs/got_char.yaml"])
+
+
+def got_char(**fields) -> GPTConfig:
+    return GPTConfig.from_section(GOT_CHAR["model"], block_size=GOT_CHAR["data"]["block_size"], **fields)
+
+
+def textbook_mlp(self: GeluMLP, x: torch.Tensor) -> torch.Tensor:
+    return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+@contextmanager
+def textbook(mlp: bool = True, dropout: bool = False) -> Iterator[None]:
+    """Inside: GeluMLP as plain autograd computes it and, with ``dropout``, PyTorch's own dropout."""
+    saved = GeluMLP.forward, Dropout.forward
+    if mlp:
+        GeluMLP.forward = textbook_mlp
+    if dropout:
+        Dropout.forward = torch.nn.Dropout.forward
+    try:
+        yield
+    finally:
+        GeluMLP.forward, Dropout.forward = saved
 
 
 def measure(forward, x: torch.Tensor, grad: torch.Tensor, repeats: int = 5) -> tuple[float, float]:
@@ -49,12 +77,11 @@ def saved_bytes(forward, x: torch.Tensor) -> int:
 
 
 def model_saved_mb(dropout: float, plain: bool) -> float:
-    """Activations the got_char model keeps for backward (each storage once), batch 64 x 256."""
+    """Activations the got_char model keeps for backward (each storage once), one batch."""
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512, dropout=dropout)
-    model = GPT(cfg).train()
+    model = GPT(got_char(vocab_size=100, dropout=dropout)).train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    x = torch.randint(0, 100, (64, 256))
+    x = torch.randint(0, 100, (GOT_CHAR["data"]["batch_size"], model.config.block_size))
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -63,64 +90,47 @@ def model_saved_mb(dropout: float, plain: bool) -> float:
             storages[ptr] = t.untyped_storage().nbytes()
         return t
 
-    mlp_forward, drop_forward = GeluMLP.forward, Dropout.forward
-    if plain:  # what autograd keeps with the textbook MLP and PyTorch's own dropout
-        GeluMLP.forward = lambda self, h: self.dropout(self.proj(F.gelu(self.fc(h))))
-        Dropout.forward = torch.nn.Dropout.forward
-    try:
+    # plain: what autograd keeps with the textbook MLP and PyTorch's own dropout
+    with textbook(dropout=True) if plain else nullcontext():
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model(x, x)
-    finally:
-        GeluMLP.forward, Dropout.forward = mlp_forward, drop_forward
     return round(sum(storages.values()) / 2**20, 1)
 
 
 def training_steps(rounds: int) -> dict:
     """Median seconds and page faults per got_char training step with each MLP form."""
-    path = Path("data/pydoc_topics.txt")
-
-    dm = TextDataModule(str(path), block_size=256, batch_size=64, seed=1337, builtin_corpus="pydoc")
+    data = GOT_CHAR["data"]
+    dm = TextDataModule(
+        "data/pydoc_topics.txt",
+        block_size=data["block_size"],
+        batch_size=data["batch_size"],
+        seed=1337,
+        builtin_corpus="pydoc",
+    )
     dm.setup("fit")
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=dm.vocab_size, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
-    model = GPT(cfg).train()
+    model = GPT(got_char(vocab_size=dm.vocab_size)).train()
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
-    batches = iter(dm.train_dataloader())
-    recompute = GeluMLP.forward
-
-    def plain(self, x):
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+    batches = endless_batches(dm)
 
     def step() -> tuple[float, int]:
-        nonlocal batches
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(dm.train_dataloader())
-            x, y = next(batches)
+        x, y = next(batches)
         faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        train_step(model, opt, x, y, clip=1.0)
         return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
     times: dict[str, list[float]] = {"plain autograd": [], "craft GeluMLP": []}
     faults: dict[str, list[int]] = {k: [] for k in times}
-    try:
-        for _ in range(3):
-            step()
-        for _ in range(rounds):
-            for name, forward in (("plain autograd", plain), ("craft GeluMLP", recompute)):
-                GeluMLP.forward = forward
+    for _ in range(3):
+        step()
+    for _ in range(rounds):
+        for name in times:
+            with textbook() if name == "plain autograd" else nullcontext():
                 step()  # the first step after a switch settles the allocator; not timed
                 for _ in range(2):
                     t, f = step()
                     times[name].append(t)
                     faults[name].append(f)
-    finally:
-        GeluMLP.forward = recompute
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "step_s": {k: round(v, 3) for k, v in med.items()},
@@ -135,9 +145,11 @@ def main() -> None:
     p.add_argument("--step-rounds", type=int, default=6, help="rounds of whole training steps (0: skip)")
     args = p.parse_args()
     torch.manual_seed(0)
-    mlp = GeluMLP(GPTConfig(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512))
-    x, grad = torch.randn(64, 256, 128, requires_grad=True), torch.randn(64, 256, 128)
-    variants = {"plain autograd": lambda t: mlp.proj(F.gelu(mlp.fc(t))), "craft GeluMLP": mlp}
+    cfg = got_char(vocab_size=100)
+    mlp = GeluMLP(cfg)
+    shape = (GOT_CHAR["data"]["batch_size"], cfg.block_size, cfg.d_model)
+    x, grad = torch.randn(shape, requires_grad=True), torch.randn(shape)
+    variants = {"plain autograd": lambda t: textbook_mlp(mlp, t), "craft GeluMLP": mlp}
     ms: dict[str, list[float]] = {k: [] for k in variants}
     faults: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +24,21 @@ from craft.compare import merged_config  # noqa: E402
 from craft.data import TextDataModule  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
 from craft.module import param_groups  # noqa: E402
+
+
+def endless_batches(dm: TextDataModule) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches, epoch after epoch."""
+    while True:
+        yield from dm.train_dataloader()
+
+
+def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, clip: float) -> None:
+    """One optimizer step as ``craft fit`` takes it: loss, backward, gradient clipping, AdamW."""
+    _, loss = model(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
 
 
 def main() -> None:
@@ -41,19 +57,12 @@ def main() -> None:
     overrides = {} if args.dropout is None else {"dropout": args.dropout}
     model = GPT(GPTConfig.from_section(m, vocab_size=dm.vocab_size, block_size=d["block_size"], **overrides)).train()
     opt = torch.optim.AdamW(param_groups(model, m.get("weight_decay", 0.1)), lr=m.get("lr", 1e-3), betas=(0.9, 0.99))
+    clip = cfg.get("trainer", {}).get("gradient_clip_val", 1.0)
     times, tokens = [], []
-    batches = iter(dm.train_dataloader())
+    batches = endless_batches(dm)
     for _ in range(args.steps):
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(dm.train_dataloader())
-            x, y = next(batches)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("trainer", {}).get("gradient_clip_val", 1.0))
-        opt.step()
+        x, y = next(batches)
+        train_step(model, opt, x, y, clip)
         times.append(time.perf_counter())
         tokens.append(x.numel())
     t, n = times[args.warmup :], tokens[args.warmup + 1 :]

@@ -70,7 +70,7 @@ class RunSummary(L.Callback):
         summary = self.summary(trainer, pl_module)
         lines = [f"  {k}: {v}" for k, v in summary.items()]
         print("\ncraft run summary\n" + "\n".join(lines), flush=True)
-        if summary["steps_this_launch"] == 0 and self._start_step is None:
+        if self._start_step is None:  # on_train_start never came: nothing was left to train
             print(
                 f"craft: no training steps ran: the run had already reached its end (step {trainer.global_step}); "
                 "raise --trainer.max_steps or --trainer.max_epochs to train on from it",

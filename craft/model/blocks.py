@@ -91,7 +91,7 @@ class GeluMLP(nn.Module):
         h = self.fc(x)
         if torch.is_grad_enabled():
             return self.dropout(GeluProj.apply(h, self.proj.weight, self.proj.bias))
-        return self.dropout(self.proj(F.gelu(h)))
+        return self.dropout(self.proj(F.gelu(h)))  # nothing kept without grad; ONNX export sees plain ops
 
 
 class GeluProj(torch.autograd.Function):
