@@ -2,7 +2,9 @@
 
     python benchmarks/generation.py --config configs/got_char.yaml [--ckpt_path ...] --new-tokens 500
 
-Greedy, from a one-token prompt, in eval mode; median of ``--repeats``. Weights do not change the
+Greedy, from a one-token prompt, in eval mode; median of ``--repeats``. Also the compiled decode
+step (``craft.model.decode``, ``--model.compiled_decode true``) at ``--compiled-batches``, with
+its compile time and its speed beside the eager cached path measured just before it. Weights do not change the
 speed, so without a checkpoint a freshly initialised model of the config's shape (vocab 100) is used.
 Prints one JSON line.
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from benchmarks.memory import peak_rss_bytes  # noqa: E402
 from craft.compare import merged_config  # noqa: E402
 from craft.generation import SamplingConfig  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
+from craft.model.decode import compile_decoder  # noqa: E402
 
 
 def untrained_model(config: str) -> GPT:
@@ -34,15 +38,15 @@ def untrained_model(config: str) -> GPT:
     return GPT(GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0))
 
 
-def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool) -> float:
+def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool, decoder=None) -> float:
     device = next(model.parameters()).device
     prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
     greedy = SamplingConfig(temperature=0)
-    model.generate(prompt, 20, greedy, use_cache=use_cache)  # warm-up
+    model.generate(prompt, 20, greedy, use_cache=use_cache, decoder=decoder)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.generate(prompt, new_tokens, greedy, use_cache=use_cache)
+        model.generate(prompt, new_tokens, greedy, use_cache=use_cache, decoder=decoder)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -80,6 +84,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batches", default="1,8,32")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--compiled-batches", default="1", help="batch sizes to also run with the compiled decode step ('' for none)"
+    )
     args = p.parse_args()
     if args.ckpt_path:
         from craft.module import LanguageModel
@@ -94,6 +101,18 @@ def main() -> None:
     for b in (int(x) for x in args.batches.split(",")):
         out[f"cached_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True)
     out["cache_speedup_batch1"] = out["cached_batch1"] / out["uncached_batch1"]
+    # The compiled decode step (`--model.compiled_decode true`), compiled into a throwaway folder so
+    # the compile time is measured, not a cached package's load time.
+    for b in (int(x) for x in args.compiled_batches.split(",") if x and args.device == "cpu"):
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            decoder = compile_decoder(model, b, Path(folder))
+            out[f"compile_s_batch{b}"] = time.perf_counter() - start
+        cached = rate(model, b, args.new_tokens, args.repeats, use_cache=True)  # eager, beside it
+        out[f"compiled_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True, decoder=decoder)
+        out[f"compiled_speedup_batch{b}"] = out[f"compiled_batch{b}"] / cached
+        if b == 1:
+            out["compiled_vs_uncached_batch1"] = out["compiled_batch1"] / out["uncached_batch1"]
     # Why batch 1 is slow on a small CPU: each new token is a few hundred tiny kernels, so the time
     # per token is the kernel count times PyTorch's fixed cost per kernel call, not arithmetic.
     out["kernels_per_token"] = kernels_per_token(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,9 @@ import torch.nn.functional as F
 from craft.errors import ConfigError
 from craft.generation import SamplingConfig, sample_next
 from craft.model.blocks import Dropout, resolve
+
+if TYPE_CHECKING:
+    from craft.model.decode import Decoder
 
 
 @dataclass
@@ -192,6 +196,7 @@ class GPT(nn.Module):
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        decoder: Decoder | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield ``max_new_tokens`` new token columns ``(B, 1)``, one per step.
 
@@ -199,8 +204,11 @@ class GPT(nn.Module):
         slides: the newest ``block_size // 2`` tokens are re-encoded (cached keys were computed
         at positions that no longer hold) and generation goes on from there. With
         ``use_cache=False`` every step re-runs the same context from scratch, the reference
-        the cached path must equal.
+        the cached path must equal. A ``decoder`` (``craft.model.decode``) takes the one-token
+        steps in fixed buffers, in one compiled call each; the context still runs eagerly.
         """
+        if decoder is not None and decoder.batch_size != idx.size(0):
+            raise ValueError(f"decoder was built for batch {decoder.batch_size}, got {idx.size(0)} prompts")
         sampling = sampling or SamplingConfig()
         block = self.config.block_size
         keep = max(1, block // 2)
@@ -215,6 +223,10 @@ class GPT(nn.Module):
             elif cache is None:
                 cache = [None] * len(self.blocks)
                 logits, _ = self(ctx, cache=cache)
+                if decoder is not None:
+                    decoder.load(cache)
+            elif decoder is not None:
+                logits = decoder(ctx[:, -1:], ctx.size(1) - 1)
             else:
                 logits, _ = self(ctx[:, -1:], cache=cache, start_pos=ctx.size(1) - 1)
             nxt = sample_next(logits[:, -1, :], sampling, generator)  # (B, 1)
@@ -229,7 +241,8 @@ class GPT(nn.Module):
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        decoder: Decoder | None = None,
     ) -> torch.Tensor:
         """Return ``idx`` followed by ``max_new_tokens`` sampled tokens, ``(B, T + max_new_tokens)``."""
-        new = list(self.stream(idx, max_new_tokens, sampling, generator, use_cache))
+        new = list(self.stream(idx, max_new_tokens, sampling, generator, use_cache, decoder))
         return torch.cat([idx, *new], dim=1)

@@ -1,0 +1,152 @@
+"""Fast batch-B generation on CPU: one decode step compiled ahead of time (AOTInductor).
+
+A cached decode step in eager PyTorch is ~200 small kernels, each with a fixed cost of ~17 µs on a
+small CPU: at batch 1 that, not arithmetic, bounds the speed. Here the step is written with fixed
+shapes (a key/value buffer of ``block_size`` slots per layer, written in place, attention masked to
+the filled slots), exported with ``torch.export`` and compiled by AOTInductor into one C++ function.
+
+The prompt (and each re-encoded window after the context slides) still runs through the eager
+model, whose keys and values are copied into the buffers; every new token then takes one call.
+
+Compiling takes ~30 s and needs a C++ compiler; the result is cached on disk per weights, shape,
+batch size and torch version (``$XDG_CACHE_HOME/craft/decode``, else ``~/.cache/craft/decode``),
+so a checkpoint is compiled once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from craft.errors import ConfigError
+from craft.model.blocks import LearnedPositions, RotaryPositions, _rotate_half_pairs
+
+# Bump when the step's code changes, so stale compiled packages are not reused.
+STEP_VERSION = 1
+
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class StaticDecodeStep(nn.Module):
+    """``(token (B, 1), pos (1,), keys, values) -> logits (B, V)``, one new token per row.
+
+    ``keys`` and ``values`` are ``(n_layers, B, n_head, block_size, head_size)`` buffers; slot
+    ``pos`` is written in place and attention sees slots ``0..pos``.
+    """
+
+    def __init__(self, gpt: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(gpt.positions, (LearnedPositions, RotaryPositions)):
+            raise ConfigError(
+                f"the compiled decode step knows learned and rotary positions, not {type(gpt.positions).__name__}"
+            )
+        self.gpt = gpt
+
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        g, c = self.gpt, self.gpt.config
+        B, C, nh, hs = token.size(0), c.d_model, c.n_head, c.head_size
+        x = g.tok_emb(token)  # (B, 1, C)
+        if isinstance(g.positions, LearnedPositions):
+            x = x + g.positions.emb(pos)
+        hidden = torch.arange(c.block_size, device=token.device) > pos  # slots not yet written
+        for i, blk in enumerate(g.blocks):
+            q, k, v = blk.attn.qkv(blk.ln_1(x)).split(C, dim=2)
+            q, k, v = (t.view(B, 1, nh, hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, 1, hs)
+            if isinstance(g.positions, RotaryPositions):
+                cos, sin = g.positions.cos[pos].to(q.dtype), g.positions.sin[pos].to(q.dtype)
+                q, k = _rotate_half_pairs(q, cos, sin), _rotate_half_pairs(k, cos, sin)
+            keys[i].index_copy_(2, pos, k)
+            values[i].index_copy_(2, pos, v)
+            # Written out rather than scaled_dot_product_attention: the compiler fuses these into
+            # its own loops, where the library call would be one more fixed cost per layer.
+            scores = (q @ keys[i].transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, 1, block)
+            att = scores.masked_fill(hidden, float("-inf")).softmax(dim=-1)
+            y = (att @ values[i]).transpose(1, 2).reshape(B, 1, C)
+            x = x + blk.attn.proj(y)
+            x = x + blk.mlp(blk.ln_2(x))
+        return g.head(g.ln_f(x))[:, -1]  # (B, V)
+
+
+class Decoder:
+    """The key/value buffers of one generation and the step that reads and writes them.
+
+    ``step`` is the compiled function (see ``compile_decoder``) or, for tests and reference,
+    a ``StaticDecodeStep`` run eagerly.
+    """
+
+    def __init__(self, gpt: nn.Module, batch_size: int, step: Step) -> None:
+        c = gpt.config
+        device = next(gpt.parameters()).device
+        shape = (c.n_layers, batch_size, c.n_head, c.block_size, c.head_size)
+        self.batch_size = batch_size
+        self.keys = torch.zeros(shape, device=device)
+        self.values = torch.zeros(shape, device=device)
+        self.step = step
+        loader = getattr(step, "loader", None)  # a compiled package: skip its per-call pytree work
+        self._run = (lambda *inputs: loader.boxed_run(list(inputs))[0]) if loader is not None else step
+        self._pos = [torch.tensor([p], device=device) for p in range(c.block_size)]
+
+    def load(self, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Take the keys and values of an eager forward pass over the context (slots 0..T-1)."""
+        T = cache[0][0].size(2)
+        for i, (k, v) in enumerate(cache):
+            self.keys[i, :, :, :T] = k
+            self.values[i, :, :, :T] = v
+
+    def __call__(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        """Logits ``(B, 1, V)`` for ``token`` ``(B, 1)`` at position ``pos``."""
+        return self._run(token, self._pos[pos], self.keys, self.values).unsqueeze(1)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "craft" / "decode"
+
+
+def package_key(gpt: nn.Module, batch_size: int) -> str:
+    """Names one compiled package: weights, config, batch size, thread count and torch's version."""
+    # The thread count is compiled into the kernels' parallel loops.
+    identity = f"{STEP_VERSION} {torch.__version__} {gpt.config} {batch_size} {torch.get_num_threads()}"
+    h = hashlib.sha256(identity.encode())
+    for name, t in gpt.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None) -> Decoder:
+    """A ``Decoder`` whose step is compiled by AOTInductor, or loaded if compiled before.
+
+    CPU float32 only. Raises ``RuntimeError`` (from torch) when compiling fails, e.g. without a
+    C++ compiler; callers fall back to eager generation.
+    """
+    if next(gpt.parameters()).device.type != "cpu":
+        raise ConfigError("the compiled decode step runs on CPU only; generate on this device without it")
+    folder = folder or cache_dir()
+    path = folder / f"{package_key(gpt, batch_size)}.pt2"
+    if not path.exists():
+        c = gpt.config
+        shape = (c.n_layers, batch_size, c.n_head, c.block_size, c.head_size)
+        token, pos = torch.zeros(batch_size, 1, dtype=torch.long), torch.tensor([0])
+        example = (token, pos, torch.zeros(shape), torch.zeros(shape))
+        with torch.no_grad():
+            exported = torch.export.export(StaticDecodeStep(gpt).eval(), example)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Compile to a temporary name and rename: an interrupted compile leaves no broken package.
+        fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=folder)
+        os.close(fd)
+        try:
+            # Inductor's own C++ GEMM kernels beat library calls at these tiny matrix-vector shapes.
+            options = {"max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+            torch._inductor.aoti_compile_and_package(exported, package_path=tmp, inductor_configs=options)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return Decoder(gpt, batch_size, torch._inductor.aoti_load_package(str(path)))

@@ -1,0 +1,101 @@
+"""The compiled decode step: same tokens as eager generation, cached per checkpoint, eager fallback."""
+
+import shutil
+
+import pytest
+import torch
+from conftest import tiny_args
+
+from craft.cli import main
+from craft.data.tokenizers import CharTokenizer
+from craft.errors import CraftWarning
+from craft.generation import SamplingConfig
+from craft.model import GPT, GPTConfig
+from craft.model.decode import Decoder, StaticDecodeStep
+from craft.module import LanguageModel
+
+needs_compiler = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")), reason="AOTInductor needs a C++ compiler"
+)
+
+
+def tiny_gpt(**fields) -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=16, d_model=32, n_layers=2, n_head=4, d_hid=64, **fields)
+    return GPT(config).eval()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"positions": "rotary", "mlp": "swiglu", "norm": "rmsnorm"}],
+    ids=["learned-gelu-layernorm", "rotary-swiglu-rmsnorm"],
+)
+@pytest.mark.parametrize("sampling", [SamplingConfig(temperature=0), SamplingConfig(0.9, top_k=10)])
+def test_static_step_generates_the_eager_tokens_across_window_slides(fields, sampling):
+    # 40 new tokens with block 16: the context slides (re-encoded eagerly, copied into the buffers)
+    # several times, so both the buffer writes and the reload after a slide are exercised.
+    gpt = tiny_gpt(**fields)
+    prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(1))
+    eager = gpt.generate(prompt, 40, sampling, torch.Generator().manual_seed(3))
+    decoder = Decoder(gpt, 2, StaticDecodeStep(gpt))
+    fast = gpt.generate(prompt, 40, sampling, torch.Generator().manual_seed(3), decoder=decoder)
+    assert torch.equal(eager, fast)
+
+
+def test_static_step_logits_match_the_full_forward_pass():
+    gpt = tiny_gpt(positions="rotary")
+    ids = torch.randint(0, 50, (3, 16), generator=torch.Generator().manual_seed(2))
+    decoder = Decoder(gpt, 3, StaticDecodeStep(gpt))
+    with torch.no_grad():
+        full, _ = gpt(ids, all_logits=True)
+        steps = torch.cat([decoder(ids[:, [t]], t) for t in range(16)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_decoder_for_another_batch_size_is_refused():
+    gpt = tiny_gpt()
+    with pytest.raises(ValueError, match="decoder was built for batch 2, got 1 prompts"):
+        gpt.generate(torch.zeros(1, 1, dtype=torch.long), 3, decoder=Decoder(gpt, 2, StaticDecodeStep(gpt)))
+
+
+@needs_compiler
+def test_compiled_decode_through_predict_matches_eager_and_is_compiled_once(corpus, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    logs = tmp_path / "logs"
+    main(["fit", *tiny_args(corpus, logs, "--model.positions", "rotary"), "--trainer.max_steps", "5"])
+    # 40 new tokens with block 16: generation slides its window past the compiled buffers' end.
+    predict = ["predict", *tiny_args(corpus, logs), "--ckpt_path", "last", "--data.prompts", '["The king"]']
+    # Sampled (seeded), not greedy: an undertrained model's greedy text is one repeated character.
+    predict += ["--model.temperature", "1.0", "--model.top_k", "null", "--model.max_new_tokens", "40"]
+
+    def predicted(*extra: str) -> str:
+        capsys.readouterr()
+        main([*predict, *extra])
+        return capsys.readouterr().out.split("samples saved to")[0]  # the file's name has the time
+
+    eager = predicted()
+    fast = predicted("--model.compiled_decode", "true")
+    assert "The king" in eager and len(set(eager.split("The king")[-1])) > 5
+    assert fast == eager
+    packages = list((cache / "craft" / "decode").glob("*.pt2"))
+    assert len(packages) == 1
+    stamp = packages[0].stat().st_mtime_ns
+    assert predicted("--model.compiled_decode", "true") == eager  # a second run loads the package
+    assert list((cache / "craft" / "decode").glob("*")) == packages and packages[0].stat().st_mtime_ns == stamp
+
+
+def test_generation_falls_back_to_eager_when_the_step_cannot_compile(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tokenizer = CharTokenizer(list("abcdefghij "))
+    models = []
+    for compiled in (True, False):
+        torch.manual_seed(0)
+        lm = LanguageModel(tokenizer.vocab_size, 16, 32, 2, 4, 64, compiled_decode=compiled)
+        lm.set_tokenizer(tokenizer)
+        models.append(lm)
+    with torch._inductor.config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-compiler"))}):
+        with pytest.warns(CraftWarning, match="could not compile the decode step .* eager PyTorch"):
+            text = models[0].generate("abc", max_new_tokens=20, temperature=0)
+    assert text == models[1].generate("abc", max_new_tokens=20, temperature=0)
+    assert not list(tmp_path.rglob("*.pt2"))  # a failed compile leaves no package behind
