@@ -29,7 +29,7 @@ from craft.errors import ConfigError
 from craft.model.blocks import LearnedPositions, RotaryPositions, _rotate_half_pairs
 
 # Bump when the step's code changes, so stale compiled packages are not reused.
-STEP_VERSION = 1
+STEP_VERSION = 2
 
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -110,10 +110,16 @@ def cache_dir() -> Path:
     return Path(base) / "craft" / "decode"
 
 
+def compiled_threads(batch_size: int) -> int:
+    """Threads compiled into the step's loops. At batch 1 one thread: the step is ~300 µs of small
+    loops, and on a shared 2-core VM a second thread made it bimodal (270-340 or 600-750 µs per
+    process) where one thread stayed at 430-515 µs (benchmarks/README.md)."""
+    return 1 if batch_size == 1 else torch.get_num_threads()
+
+
 def package_key(gpt: nn.Module, batch_size: int) -> str:
     """Names one compiled package: weights, config, batch size, thread count and torch's version."""
-    # The thread count is compiled into the kernels' parallel loops.
-    identity = f"{STEP_VERSION} {torch.__version__} {gpt.config} {batch_size} {torch.get_num_threads()}"
+    identity = f"{STEP_VERSION} {torch.__version__} {gpt.config} {batch_size} {compiled_threads(batch_size)}"
     h = hashlib.sha256(identity.encode())
     for name, t in gpt.state_dict().items():
         h.update(name.encode())
@@ -144,7 +150,11 @@ def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None)
         os.close(fd)
         try:
             # Inductor's own C++ GEMM kernels beat library calls at these tiny matrix-vector shapes.
-            options = {"max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+            options = {
+                "max_autotune": True,
+                "max_autotune_gemm_backends": "CPP",
+                "cpp.threads": compiled_threads(batch_size),
+            }
             torch._inductor.aoti_compile_and_package(exported, package_path=tmp, inductor_configs=options)
             os.replace(tmp, path)
         finally:
