@@ -91,7 +91,7 @@ class LanguageModel(L.LightningModule):
             compile: Compile the inner transformer with torch.compile.
             compiled_decode: Generate (`predict`, `generate`) through a decode step compiled ahead of
                 time by AOTInductor: several times faster on CPU. Needs a C++ compiler; compiled once
-                per checkpoint (~30 s) and cached in ~/.cache/craft/decode. CPU only; samples during
+                per checkpoint (~40 s) and cached in ~/.cache/craft/decode. CPU only; samples during
                 `fit` stay eager. Falls back to eager, with a warning, where it cannot compile.
         """
         super().__init__()
@@ -117,7 +117,7 @@ class LanguageModel(L.LightningModule):
         self.val_chars = SumMetric()
         self._chars_per_token: torch.Tensor | None = None
         self._last_batch_tokens = 0
-        self._decoders: dict[str, Any] = {}  # compiled decode steps by package key (weights, batch)
+        self._decoders: dict[Any, Any] = {}  # compiled decode steps by package path (weights, batch)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -296,13 +296,14 @@ class LanguageModel(L.LightningModule):
         if self.device.type != "cpu":
             warnings.warn("compiled_decode runs on CPU only; generating with eager PyTorch", CraftWarning, stacklevel=3)
             return None
-        from craft.model.decode import compile_decoder, package_key
+        from craft.model.decode import compile_decoder, package_path
 
-        key = package_key(self.model, batch_size)
+        key = package_path(self.model, batch_size)
         if key not in self._decoders:
-            rank_zero_info("craft: compiling the decode step (once per checkpoint, ~30 s; cached on disk)")
+            if not key.exists():
+                rank_zero_info(f"craft: compiling the decode step (once per checkpoint, ~40 s) into {key}")
             try:
-                self._decoders[key] = compile_decoder(self.model, batch_size)
+                self._decoders[key] = compile_decoder(self.model, batch_size, path=key)
             except Exception as e:  # no C++ compiler, an unsupported part: eager still works
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 warnings.warn(

@@ -8,8 +8,8 @@ the filled slots), exported with ``torch.export`` and compiled by AOTInductor in
 The prompt (and each re-encoded window after the context slides) still runs through the eager
 model, whose keys and values are copied into the buffers; every new token then takes one call.
 
-Compiling takes ~30 s and needs a C++ compiler; the result is cached on disk per weights, shape,
-batch size and torch version (``$XDG_CACHE_HOME/craft/decode``, else ``~/.cache/craft/decode``),
+Compiling takes ~40 s here and needs a C++ compiler; the result is cached on disk per weights, shape,
+batch size, thread count and torch version (``$XDG_CACHE_HOME/craft/decode``, else ``~/.cache/craft/decode``),
 so a checkpoint is compiled once.
 """
 
@@ -88,7 +88,6 @@ class Decoder:
         self.batch_size = batch_size
         self.keys = torch.zeros(shape, device=device)
         self.values = torch.zeros(shape, device=device)
-        self.step = step
         loader = getattr(step, "loader", None)  # a compiled package: skip its per-call pytree work
         self._run = (lambda *inputs: loader.boxed_run(list(inputs))[0]) if loader is not None else step
         self._pos = [torch.tensor([p], device=device) for p in range(c.block_size)]
@@ -127,16 +126,22 @@ def package_key(gpt: nn.Module, batch_size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None) -> Decoder:
+def package_path(gpt: nn.Module, batch_size: int, folder: Path | None = None) -> Path:
+    """Where the compiled package for these weights and batch size lives (or will)."""
+    return (folder or cache_dir()) / f"{package_key(gpt, batch_size)}.pt2"
+
+
+def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None, path: Path | None = None) -> Decoder:
     """A ``Decoder`` whose step is compiled by AOTInductor, or loaded if compiled before.
 
-    CPU float32 only. Raises ``RuntimeError`` (from torch) when compiling fails, e.g. without a
-    C++ compiler; callers fall back to eager generation.
+    ``path`` (from ``package_path``) saves hashing the weights again. CPU float32 only. Raises
+    ``RuntimeError`` (from torch) when compiling fails, e.g. without a C++ compiler; callers fall
+    back to eager generation.
     """
     if next(gpt.parameters()).device.type != "cpu":
         raise ConfigError("the compiled decode step runs on CPU only; generate on this device without it")
-    folder = folder or cache_dir()
-    path = folder / f"{package_key(gpt, batch_size)}.pt2"
+    path = path or package_path(gpt, batch_size, folder)
+    folder = path.parent
     if not path.exists():
         c = gpt.config
         shape = (c.n_layers, batch_size, c.n_head, c.block_size, c.head_size)
