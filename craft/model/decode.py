@@ -29,16 +29,18 @@ from craft.errors import ConfigError
 from craft.model.blocks import LearnedPositions, RotaryPositions, _rotate_half_pairs
 
 # Bump when the step's code changes, so stale compiled packages are not reused.
-STEP_VERSION = 2
+STEP_VERSION = 3
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Step = Callable[..., torch.Tensor]
 
 
 class StaticDecodeStep(nn.Module):
-    """``(token (B, 1), pos (1,), keys, values) -> logits (B, V)``, one new token per row.
+    """``(token (B, 1), pos (1,), k_0, v_0, k_1, v_1, ...) -> logits (B, V)``, one new token per row.
 
-    ``keys`` and ``values`` are ``(n_layers, B, n_head, block_size, head_size)`` buffers; slot
-    ``pos`` is written in place and attention sees slots ``0..pos``.
+    Each ``k_i`` / ``v_i`` is layer ``i``'s ``(B, n_head, block_size, head_size)`` buffer; slot
+    ``pos`` is written in place and attention sees slots ``0..pos``. One buffer per layer, not one
+    stacked tensor: an in-place write into a slice of a stacked input is functionalised by export
+    into a rebuild of the whole stack per layer (O(layers²) copies; ~60% of the step, measured).
     """
 
     def __init__(self, gpt: nn.Module) -> None:
@@ -49,7 +51,7 @@ class StaticDecodeStep(nn.Module):
             )
         self.gpt = gpt
 
-    def forward(self, token: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, *kv: torch.Tensor):
         g, c = self.gpt, self.gpt.config
         B, C, nh, hs = token.size(0), c.d_model, c.n_head, c.head_size
         x = g.tok_emb(token)  # (B, 1, C)
@@ -62,13 +64,14 @@ class StaticDecodeStep(nn.Module):
             if isinstance(g.positions, RotaryPositions):
                 cos, sin = g.positions.cos[pos].to(q.dtype), g.positions.sin[pos].to(q.dtype)
                 q, k = _rotate_half_pairs(q, cos, sin), _rotate_half_pairs(k, cos, sin)
-            keys[i].index_copy_(2, pos, k)
-            values[i].index_copy_(2, pos, v)
+            keys, values = kv[2 * i], kv[2 * i + 1]
+            keys.index_copy_(2, pos, k)
+            values.index_copy_(2, pos, v)
             # Written out rather than scaled_dot_product_attention: the compiler fuses these into
             # its own loops, where the library call would be one more fixed cost per layer.
-            scores = (q @ keys[i].transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, 1, block)
+            scores = (q @ keys.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, 1, block)
             att = scores.masked_fill(hidden, float("-inf")).softmax(dim=-1)
-            y = (att @ values[i]).transpose(1, 2).reshape(B, 1, C)
+            y = (att @ values).transpose(1, 2).reshape(B, 1, C)
             x = x + blk.attn.proj(y)
             x = x + blk.mlp(blk.ln_2(x))
         return g.head(g.ln_f(x))[:, -1]  # (B, V)
@@ -84,10 +87,9 @@ class Decoder:
     def __init__(self, gpt: nn.Module, batch_size: int, step: Step) -> None:
         c = gpt.config
         device = next(gpt.parameters()).device
-        shape = (c.n_layers, batch_size, c.n_head, c.block_size, c.head_size)
+        shape = (batch_size, c.n_head, c.block_size, c.head_size)
         self.batch_size = batch_size
-        self.keys = torch.zeros(shape, device=device)
-        self.values = torch.zeros(shape, device=device)
+        self.kv = [torch.zeros(shape, device=device) for _ in range(2 * c.n_layers)]  # k_0, v_0, k_1, ...
         loader = getattr(step, "loader", None)  # a compiled package: skip its per-call pytree work
         self._run = (lambda *inputs: loader.boxed_run(list(inputs))[0]) if loader is not None else step
         self._pos = [torch.tensor([p], device=device) for p in range(c.block_size)]
@@ -96,12 +98,12 @@ class Decoder:
         """Take the keys and values of an eager forward pass over the context (slots 0..T-1)."""
         T = cache[0][0].size(2)
         for i, (k, v) in enumerate(cache):
-            self.keys[i, :, :, :T] = k
-            self.values[i, :, :, :T] = v
+            self.kv[2 * i][:, :, :T] = k
+            self.kv[2 * i + 1][:, :, :T] = v
 
     def __call__(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits ``(B, 1, V)`` for ``token`` ``(B, 1)`` at position ``pos``."""
-        return self._run(token, self._pos[pos], self.keys, self.values).unsqueeze(1)
+        return self._run(token, self._pos[pos], *self.kv).unsqueeze(1)
 
 
 def cache_dir() -> Path:
@@ -144,9 +146,9 @@ def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None,
     folder = path.parent
     if not path.exists():
         c = gpt.config
-        shape = (c.n_layers, batch_size, c.n_head, c.block_size, c.head_size)
+        shape = (batch_size, c.n_head, c.block_size, c.head_size)
         token, pos = torch.zeros(batch_size, 1, dtype=torch.long), torch.tensor([0])
-        example = (token, pos, torch.zeros(shape), torch.zeros(shape))
+        example = (token, pos, *(torch.zeros(shape) for _ in range(2 * c.n_layers)))
         with torch.no_grad():
             exported = torch.export.export(StaticDecodeStep(gpt).eval(), example)
         folder.mkdir(parents=True, exist_ok=True)
