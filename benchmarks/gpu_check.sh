@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU paths, end to end, on one CUDA GPU: fp32 / bf16-mixed / bf16-mixed + torch.compile training
 # throughput of the got_char shape, then a bf16 + compiled fit whose checkpoint is resumed eagerly
-# in fp32, generated from on the GPU, and generated from on the CPU.
+# in fp32, generated from on the GPU and on the CPU, each with and without --model.compiled_decode
+# (a CPU-only step: on the GPU it must warn and fall back to eager).
 #
-#     bash benchmarks/gpu_check.sh [OUT_DIR]      (default: logs/gpu_check; ~4 minutes on an H100)
+#     bash benchmarks/gpu_check.sh [OUT_DIR]      (default: logs/gpu_check; ~5 minutes on an H100)
 #
 # Corpus: Python's docs (builtin, no download). Prints one JSON line per throughput run and the
 # generated text; every step must succeed (set -e).
@@ -38,6 +39,12 @@ $py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.max_new_to
 echo "== predict on the CPU from the same checkpoint"
 $py -m craft predict "${run[@]}" --trainer.accelerator cpu --ckpt_path last \
   --model.max_new_tokens 200 --data.prompts '["The "]'
+echo "== predict on the GPU with --model.compiled_decode true (CPU-only: must warn and generate eagerly)"
+$py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.max_new_tokens 200 \
+  --data.prompts '["The "]' --model.compiled_decode true
+echo "== predict on the CPU with --model.compiled_decode true (compiles the step once, then generates)"
+$py -m craft predict "${run[@]}" --trainer.accelerator cpu --ckpt_path last \
+  --model.max_new_tokens 200 --data.prompts '["The "]' --model.compiled_decode true
 echo "== generation tokens/s on the GPU (batch 1 / 8 / 32, KV cache vs none)"
 $py benchmarks/generation.py --device cuda --config $cfg --ckpt_path "$out/gpu_run/checkpoints/last.ckpt" \
   --new-tokens 500 --repeats 2 --batches 1,8,32

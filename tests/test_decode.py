@@ -1,6 +1,7 @@
 """The compiled decode step: same tokens as eager generation, cached per checkpoint, eager fallback."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,8 +86,17 @@ def test_compiled_decode_through_predict_matches_eager_and_is_compiled_once(corp
     assert list((cache / "craft" / "decode").glob("*")) == packages and packages[0].stat().st_mtime_ns == stamp
 
 
-def test_generation_falls_back_to_eager_when_the_step_cannot_compile(tmp_path, monkeypatch):
+def broken_package(exported, package_path, inductor_configs):
+    """Stands in for a compile whose package then fails to load (as one GPU image's did, by segfault)."""
+    Path(package_path).write_bytes(b"not a package")
+
+
+@pytest.mark.parametrize("failure", ["no compiler", "package fails to load"])
+def test_generation_falls_back_to_eager_when_the_step_cannot_compile(failure, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    if failure == "package fails to load":
+        monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken_package)
+    compiler = str(tmp_path / "no-such-compiler") if failure == "no compiler" else None
     tokenizer = CharTokenizer(list("abcdefghij "))
     models = []
     for compiled in (True, False):
@@ -94,8 +104,9 @@ def test_generation_falls_back_to_eager_when_the_step_cannot_compile(tmp_path, m
         lm = LanguageModel(tokenizer.vocab_size, 16, 32, 2, 4, 64, compiled_decode=compiled)
         lm.set_tokenizer(tokenizer)
         models.append(lm)
-    with torch._inductor.config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-compiler"))}):
-        with pytest.warns(CraftWarning, match="could not compile the decode step .* eager PyTorch"):
+    reason = "could not compile the decode step" + ("" if compiler else r" \(.*child process \(exit code 1")
+    with torch._inductor.config.patch({"cpp.cxx": (None, compiler)} if compiler else {}):
+        with pytest.warns(CraftWarning, match=reason + ".* eager PyTorch"):
             text = models[0].generate("abc", max_new_tokens=20, temperature=0)
     assert text == models[1].generate("abc", max_new_tokens=20, temperature=0)
     assert not list(tmp_path.rglob("*.pt2"))  # a failed compile leaves no package behind

@@ -16,8 +16,11 @@ so a checkpoint is compiled once.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -112,9 +115,10 @@ def cache_dir() -> Path:
 
 
 def compiled_threads(batch_size: int) -> int:
-    """Threads compiled into the step's loops. At batch 1 one thread: the step is ~300 µs of small
-    loops, and on a shared 2-core VM a second thread made it bimodal (270-340 or 600-750 µs per
-    process) where one thread stayed at 430-515 µs (benchmarks/README.md)."""
+    """Threads compiled into the step's loops. At batch 1 one thread: the step is ~250 µs of small
+    loops, and on a shared 2-core VM a second thread bought nothing steady (208-393 µs per step
+    against 219-307 with one, alternated in one process) and made the speed swing per process
+    (benchmarks/README.md)."""
     return 1 if batch_size == 1 else torch.get_num_threads()
 
 
@@ -133,12 +137,41 @@ def package_path(gpt: nn.Module, batch_size: int, folder: Path | None = None) ->
     return (folder or cache_dir()) / f"{package_key(gpt, batch_size)}.pt2"
 
 
+# Loads a package and runs one step on zeros: argv = package, batch size, JSON list of buffer shapes.
+_TRIAL = """
+import json, sys, torch
+path, batch, shapes = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+step = torch._inductor.aoti_load_package(path)
+step(torch.zeros(batch, 1, dtype=torch.long), torch.tensor([0]), *(torch.zeros(s) for s in shapes))
+"""
+
+
+def trial_step(package: str, shapes: list[list[int]]) -> None:
+    """Load ``package`` and run one step in a child process; ``RuntimeError`` if that fails or crashes.
+
+    A package that compiles can still crash its loader: on one GPU machine's image (torch
+    2.11.0+cu130) loading segfaulted inside the package's own C++ (std::regex parsing its device
+    string). In a child the crash costs a warning and eager generation, not the user's process,
+    and such a package is never cached.
+    """
+    cmd = [sys.executable, "-c", _TRIAL, package, str(shapes[0][0]), json.dumps(shapes)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError("the compiled decode step did not load and run one step within 300 s") from e
+    if done.returncode != 0:
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the compiled decode step failed to load and run a step in a child process ({how}: {last})")
+
+
 def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None, path: Path | None = None) -> Decoder:
     """A ``Decoder`` whose step is compiled by AOTInductor, or loaded if compiled before.
 
-    ``path`` (from ``package_path``) saves hashing the weights again. CPU float32 only. Raises
-    ``RuntimeError`` (from torch) when compiling fails, e.g. without a C++ compiler; callers fall
-    back to eager generation.
+    ``path`` (from ``package_path``) saves hashing the weights again. CPU float32 only. A new
+    package is loaded and run once in a child process (``trial_step``) before it is cached. Raises
+    ``RuntimeError`` when compiling fails (e.g. without a C++ compiler) or the trial fails; callers
+    fall back to eager generation.
     """
     if next(gpt.parameters()).device.type != "cpu":
         raise ConfigError("the compiled decode step runs on CPU only; generate on this device without it")
@@ -163,6 +196,7 @@ def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None,
                 "cpp.threads": compiled_threads(batch_size),
             }
             torch._inductor.aoti_compile_and_package(exported, package_path=tmp, inductor_configs=options)
+            trial_step(tmp, [list(t.shape) for t in example[2:]])
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
