@@ -301,7 +301,7 @@ class LanguageModel(L.LightningModule):
         key = package_path(self.model, batch_size)
         if key not in self._decoders:
             if not key.exists():
-                rank_zero_info(f"craft: compiling the decode step (once per checkpoint, ~40 s) into {key}")
+                rank_zero_info(f"craft: compiling the decode step for these weights (~40 s on 2 CPU cores) into {key}")
             try:
                 self._decoders[key] = compile_decoder(self.model, batch_size, path=key)
             except Exception as e:  # no C++ compiler, an unsupported part: eager still works
