@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from craft.allocator import ENV, chosen_library  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CEILING = """
 import json, torch
@@ -196,7 +196,7 @@ def main() -> None:
     alloc = f", {allocator}" if allocator else ", glibc malloc"
 
     def peak(name: str) -> str:  # the highest of the rounds
-        return gb(max(v["peak_rss_process"] for k, v in r.items() if k == name or k.startswith(name + "_r")))
+        return gb(max(v["peak_rss_process"] for v in all_rounds(r, name)))
 
     rows = [
         ("fp32 matmul ceiling (torch.mm)", f"{ceiling / 1e9:.0f} GFLOP/s", "", ""),

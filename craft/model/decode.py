@@ -43,7 +43,7 @@ class StaticDecodeStep(nn.Module):
     Each ``k_i`` / ``v_i`` is layer ``i``'s ``(B, n_head, block_size, head_size)`` buffer; slot
     ``pos`` is written in place and attention sees slots ``0..pos``. One buffer per layer, not one
     stacked tensor: an in-place write into a slice of a stacked input is functionalised by export
-    into a rebuild of the whole stack per layer (O(layers²) copies; ~60% of the step, measured).
+    into copies of the whole stack (60-70% of the step, measured; benchmarks/README.md).
     """
 
     def __init__(self, gpt: nn.Module) -> None:
@@ -80,6 +80,12 @@ class StaticDecodeStep(nn.Module):
         return g.head(g.ln_f(x))[:, -1]  # (B, V)
 
 
+def kv_buffers(config, batch_size: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Zeroed ``k_0, v_0, k_1, v_1, ...``: one ``(B, n_head, block_size, head_size)`` buffer each."""
+    shape = (batch_size, config.n_head, config.block_size, config.head_size)
+    return [torch.zeros(shape, device=device) for _ in range(2 * config.n_layers)]
+
+
 class Decoder:
     """The key/value buffers of one generation and the step that reads and writes them.
 
@@ -88,14 +94,12 @@ class Decoder:
     """
 
     def __init__(self, gpt: nn.Module, batch_size: int, step: Step) -> None:
-        c = gpt.config
         device = next(gpt.parameters()).device
-        shape = (batch_size, c.n_head, c.block_size, c.head_size)
         self.batch_size = batch_size
-        self.kv = [torch.zeros(shape, device=device) for _ in range(2 * c.n_layers)]  # k_0, v_0, k_1, ...
+        self.kv = kv_buffers(gpt.config, batch_size, device)
         loader = getattr(step, "loader", None)  # a compiled package: skip its per-call pytree work
         self._run = (lambda *inputs: loader.boxed_run(list(inputs))[0]) if loader is not None else step
-        self._pos = [torch.tensor([p], device=device) for p in range(c.block_size)]
+        self._pos = [torch.tensor([p], device=device) for p in range(gpt.config.block_size)]
 
     def load(self, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Take the keys and values of an eager forward pass over the context (slots 0..T-1)."""
@@ -137,12 +141,12 @@ def package_path(gpt: nn.Module, batch_size: int, folder: Path | None = None) ->
     return (folder or cache_dir()) / f"{package_key(gpt, batch_size)}.pt2"
 
 
-# Loads a package and runs one step on zeros: argv = package, batch size, JSON list of buffer shapes.
+# Loads a package and runs one step on zeros: argv = package, JSON list of buffer shapes (B first).
 _TRIAL = """
 import json, sys, torch
-path, batch, shapes = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+path, shapes = sys.argv[1], json.loads(sys.argv[2])
 step = torch._inductor.aoti_load_package(path)
-step(torch.zeros(batch, 1, dtype=torch.long), torch.tensor([0]), *(torch.zeros(s) for s in shapes))
+step(torch.zeros(shapes[0][0], 1, dtype=torch.long), torch.tensor([0]), *(torch.zeros(s) for s in shapes))
 """
 
 
@@ -154,7 +158,7 @@ def trial_step(package: str, shapes: list[list[int]]) -> None:
     string). In a child the crash costs a warning and eager generation, not the user's process,
     and such a package is never cached.
     """
-    cmd = [sys.executable, "-c", _TRIAL, package, str(shapes[0][0]), json.dumps(shapes)]
+    cmd = [sys.executable, "-c", _TRIAL, package, json.dumps(shapes)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as e:
@@ -178,10 +182,8 @@ def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None,
     path = path or package_path(gpt, batch_size, folder)
     folder = path.parent
     if not path.exists():
-        c = gpt.config
-        shape = (batch_size, c.n_head, c.block_size, c.head_size)
         token, pos = torch.zeros(batch_size, 1, dtype=torch.long), torch.tensor([0])
-        example = (token, pos, *(torch.zeros(shape) for _ in range(2 * c.n_layers)))
+        example = (token, pos, *kv_buffers(gpt.config, batch_size))
         with torch.no_grad():
             exported = torch.export.export(StaticDecodeStep(gpt).eval(), example)
         folder.mkdir(parents=True, exist_ok=True)
