@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -28,24 +27,11 @@ from craft.callbacks import (
     StopRequested,
     TokenThroughput,
 )
+from craft.checkpoint import PART_FIELDS, read_checkpoint
 from craft.data import TextDataModule
-from craft.data.tokenizers import Tokenizer
+from craft.data.tokenizers import Tokenizer, class_path
 from craft.errors import CraftError, CraftWarning
 from craft.module import ARCHITECTURE_FIELDS, LanguageModel
-
-
-def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
-    """Load a checkpoint safely: with ``weights_only=True`` (the default) a malicious pickle cannot
-    run code. ``weights_only=False`` is for files you trust (``--weights_only false``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CraftError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
-        text = str(e).strip()
-        first_line = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
-        raise CraftError(f"cannot load checkpoint {path}: {first_line}") from None
 
 
 def checkpoint_dir(log_dir: str, experiment: str) -> Path:
@@ -136,11 +122,13 @@ class CraftCLI(LightningCLI):
             raise CraftError(f"--ckpt_path {ckpt_path} is not supported by craft: use 'last' or a file path")
         else:
             path = Path(ckpt_path)
-        checkpoint = load_checkpoint(path, weights_only=cfg.get("weights_only") is not False)
+        # Names in the checkpoint resolve only to built-in parts or to what this config names itself.
+        tokenizer = cfg.data.get("tokenizer")
+        trusted = {f: cfg.model.get(f) for f in PART_FIELDS}
+        trusted["tokenizer"] = tokenizer.get("class_path") if isinstance(tokenizer, Namespace) else None
+        checkpoint = read_checkpoint(path, trusted, weights_only=cfg.get("weights_only") is not False)
         cfg.ckpt_path = str(path)
-        hparams = checkpoint.get("hyper_parameters", {})
-        if "tokenizer" not in checkpoint or not hparams:
-            raise CraftError(f"{path} is not a craft checkpoint (no tokenizer or hyperparameters in it)")
+        hparams = checkpoint["hyper_parameters"]
         self._checkpoint_tokenizer = checkpoint["tokenizer"]
         if sub == "fit":
             self._resume_step = int(checkpoint.get("global_step", 0))
@@ -163,9 +151,8 @@ class CraftCLI(LightningCLI):
             cfg.data.block_size = hparams["block_size"]
             # The checkpoint's tokenizer, as the config entry that rebuilds it: no corpus needed.
             state = checkpoint["tokenizer"]
-            cls = Tokenizer.class_of(state)
             cfg.data.tokenizer = Namespace(
-                class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**Tokenizer.init_args_of(state))
+                class_path=class_path(Tokenizer.class_of(state)), init_args=Namespace(**Tokenizer.init_args_of(state))
             )
 
     def instantiate_trainer(self, **kwargs: Any):

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 import craft
+from craft.checkpoint import PART_FIELDS
 from craft.errors import CraftError
 from craft.model import GPT
 
@@ -103,16 +104,27 @@ def quantize_int8(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
-def export(ckpt_path: Path, out: Path, int8: bool = False) -> dict[str, Any]:
-    from craft.cli import load_checkpoint
+def export_hint(field: str, name: str) -> str:
+    option = "--data.tokenizer" if field == "tokenizer" else f"--model.{field}"
+    return f"pass {option} {name} to craft.export yourself to trust it"
+
+
+def export(
+    ckpt_path: Path, out: Path, int8: bool = False, trusted: dict[str, str | None] | None = None
+) -> dict[str, Any]:
+    """Write ``out`` from ``ckpt_path``. ``trusted`` maps a part field (or ``tokenizer``) to the
+    import path the user names for it: the checkpoint may use that class (``craft/checkpoint.py``)."""
+    from craft.checkpoint import PART_FIELDS, read_checkpoint
     from craft.module import LanguageModel
 
-    checkpoint = load_checkpoint(ckpt_path)  # weights_only: a checkpoint cannot run code
-    if "tokenizer" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise CraftError(f"{ckpt_path} is not a craft checkpoint (no tokenizer or hyperparameters in it)")
+    trusted = trusted or {}
+    checkpoint = read_checkpoint(ckpt_path, trusted, export_hint)  # weights_only, and no names imported
     if out.exists() and any(out.iterdir()):
         raise CraftError(f"{out} exists and is not empty; pick a new --out (nothing was overwritten)")
-    lm = LanguageModel.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    parts = {f: trusted[f] for f in PART_FIELDS if trusted.get(f)}
+    lm = LanguageModel.load_from_checkpoint(
+        ckpt_path, map_location="cpu", weights_only=True, tokenizer=trusted.get("tokenizer"), **parts
+    )
     # Write into a temporary sibling and rename at the end: a failed export leaves nothing behind.
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -169,9 +181,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a craft checkpoint (.ckpt)")
     parser.add_argument("--out", type=Path, required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
+    for field in PART_FIELDS:
+        parser.add_argument(
+            f"--model.{field}",
+            dest=field,
+            metavar="IMPORT_PATH",
+            help=f"trust this {field} class if the checkpoint names it",
+        )
+    parser.add_argument(
+        "--data.tokenizer",
+        dest="tokenizer",
+        metavar="IMPORT_PATH",
+        help="trust this tokenizer class if the checkpoint names it",
+    )
     args = parser.parse_args(argv)
+    trusted = {f: getattr(args, f) for f in (*PART_FIELDS, "tokenizer")}
     try:
-        manifest = export(args.ckpt_path, args.out, args.int8)
+        manifest = export(args.ckpt_path, args.out, args.int8, trusted)
     except CraftError as e:
         print(f"craft.export: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -230,6 +232,40 @@ class LanguageModel(L.LightningModule):
         checkpoint["tokenizer"] = self._require_tokenizer().state()
         # Lightning keeps no RNG state; dropout must continue its stream for an exact resume.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path | IO,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        tokenizer: str | None = None,
+        **kwargs: Any,
+    ) -> LanguageModel:
+        """Lightning's ``load_from_checkpoint``, loading only what craft or the caller trusts.
+
+        Part names in the checkpoint (``norm``, ``mlp``, ``positions``) must be built in or passed
+        here as the same keyword (``norm="mylab.norms.DyT"``); a tokenizer of your own must be
+        named by ``tokenizer`` (its import path). Anything else raises ``CraftError`` before any
+        import (``craft/checkpoint.py``).
+        """
+        from craft.checkpoint import check_names, load_checkpoint
+
+        def hint(field: str, name: str) -> str:
+            return f"pass {field}={name!r} to load_from_checkpoint to trust it"
+
+        if not isinstance(checkpoint_path, (str, Path)):
+            raise CraftError("load_from_checkpoint needs a checkpoint file path (craft checks it before loading)")
+        checkpoint = load_checkpoint(checkpoint_path, weights_only)
+        checkpoint.setdefault("hyper_parameters", {}).update(kwargs)  # as Lightning applies them
+        check_names(checkpoint, {**kwargs, "tokenizer": tokenizer}, hint)
+        if tokenizer is not None:
+            importlib.import_module(tokenizer.rpartition(".")[0])  # the caller's class: defining it registers it
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "tokenizer" not in checkpoint:

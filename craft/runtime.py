@@ -29,7 +29,14 @@ class RunError(Exception):
 
 
 def load_tokenizer(state: dict):
+    """The tokenizer of ``tokenizer.json``: char or bpe only. Like craft (``craft/checkpoint.py``),
+    the runtime imports nothing that an exported file names."""
     kind = state.get("type")
+    if "class_path" in state:
+        raise RunError(
+            f"tokenizer.json names a tokenizer class ({state['class_path']!r}); the runtime knows only "
+            "the char and bpe tokenizers and imports nothing a file names"
+        )
     if kind == "char":
         return CharCodec(state["vocab"])
     if kind == "bpe":

@@ -55,6 +55,29 @@ class Case:
     needs_checkpoint: bool = False
 
 
+# A module in the current folder that a tampered checkpoint names: importing it leaves a marker.
+CANARY = "from pathlib import Path\nPath(__file__).with_name('imported').write_text('imported')\n"
+
+
+def tamper(src: Path, dst: Path, norm: str | None = None, tokenizer: dict | None = None) -> Path:
+    """A copy of checkpoint ``src`` written with ``torch.save``, only the given names changed."""
+    import torch
+
+    checkpoint = torch.load(src, weights_only=True)
+    if norm is not None:
+        checkpoint["hyper_parameters"]["norm"] = norm
+    if tokenizer is not None:
+        checkpoint["tokenizer"] = tokenizer
+    torch.save(checkpoint, dst)
+    return dst
+
+
+def tampered(folder: Path, **names) -> Path:
+    """The trained last.ckpt, tampered, beside a canary module the checkpoint names."""
+    write(folder, "canary.py", CANARY)
+    return tamper(folder / "logs" / "tiny" / "checkpoints" / "last.ckpt", folder / "shared.ckpt", **names)
+
+
 def fit(*extra: str) -> list[str]:
     return ["fit", *BASE, *extra]
 
@@ -178,6 +201,25 @@ CASES = [
         lambda d: predict("--model.top_k", "1000"),
         "top_k=1000 exceeds the vocabulary",
         code=0,
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "checkpoint names a module for a part",
+        lambda d: ["predict", *BASE, "--ckpt_path", str(tampered(d, norm="canary.Nope"))],
+        "pass --model.norm canary.Nope yourself to trust it",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "checkpoint names a module for its tokenizer",
+        lambda d: [
+            "predict",
+            *BASE,
+            "--ckpt_path",
+            str(tampered(d, tokenizer={"type": "zzz", "class_path": "canary.Nope"})),
+        ],
+        "pass --data.tokenizer canary.Nope yourself to trust it",
         needs_checkpoint=True,
     ),
     Case(

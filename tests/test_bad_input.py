@@ -35,6 +35,7 @@ def test_bad_input(case, trained, tmp_path, monkeypatch, capsys):
     if case.needs_checkpoint:
         shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as for `python -m craft` run from this folder
     args = case.args(tmp_path)
     before = snapshot(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
@@ -54,3 +55,4 @@ def test_bad_input(case, trained, tmp_path, monkeypatch, capsys):
     after = snapshot(tmp_path)
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"files damaged by a failed run: {changed}"
+    assert not (tmp_path / "imported").exists(), "a module named by a checkpoint was imported"

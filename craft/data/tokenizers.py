@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -18,6 +17,9 @@ class Tokenizer(ABC):
     on a corpus. ``state()`` is ``{"type": kind, **init_args}``: plain strings, lists and numbers
     whose init arguments rebuild the fitted tokenizer, so the checkpoint carries it and the CLI can
     put it into a config. A subclass sets ``kind``; defining it registers it for ``from_state``.
+    A tokenizer that is not built in also records its ``class_path``: a checkpoint that names it
+    loads only where the user names that same class (``craft/checkpoint.py``); craft never imports
+    a class because saved data names it.
     """
 
     kind: ClassVar[str]
@@ -61,22 +63,25 @@ class Tokenizer(ABC):
         """Init arguments that rebuild this tokenizer, fitted."""
 
     def state(self) -> dict[str, Any]:
-        return {"type": self.kind, **self.init_args()}
+        if self.kind in BUILTIN_TOKENIZERS:
+            return {"type": self.kind, **self.init_args()}
+        return {"type": self.kind, "class_path": class_path(type(self)), **self.init_args()}
 
     def describe(self) -> str:
         return f"{self.kind} tokenizer with {self.vocab_size} tokens" if self.is_fitted else f"{self.kind} tokenizer"
 
     @staticmethod
     def class_of(state: dict[str, Any]) -> type[Tokenizer]:
+        """The class of a saved state, among the classes already defined: nothing is imported."""
         kind = state.get("type")
-        if kind not in Tokenizer._registry and isinstance(state.get("class_path"), str):
-            module, _, name = state["class_path"].rpartition(".")
-            importlib.import_module(module)  # defining the class registers its kind
-        if kind not in Tokenizer._registry:
+        cls = Tokenizer._registry.get(kind)
+        if cls is None or state.get("class_path", class_path(cls)) != class_path(cls):
+            where = f" ({state['class_path']})" if isinstance(state.get("class_path"), str) else ""
             raise CraftError(
-                f"unknown tokenizer type {kind!r} in checkpoint; this craft knows: {sorted(Tokenizer._registry)}"
+                f"unknown tokenizer type {kind!r}{where} in saved state; this craft knows: "
+                f"{sorted(Tokenizer._registry)} (a tokenizer of your own must be named in your config)"
             )
-        return Tokenizer._registry[kind]
+        return cls
 
     @staticmethod
     def init_args_of(state: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +91,13 @@ class Tokenizer(ABC):
     @staticmethod
     def from_state(state: dict[str, Any]) -> Tokenizer:
         return Tokenizer.class_of(state)(**Tokenizer.init_args_of(state))
+
+
+BUILTIN_TOKENIZERS = ("char", "bpe")
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class CharTokenizer(Tokenizer):

@@ -1,0 +1,164 @@
+"""craft/checkpoint.py: a checkpoint is data, not code. No entry point imports what a checkpoint names."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from craft import LanguageModel
+from craft.cli import main
+from craft.errors import CraftError
+from craft.export import main as export_main
+from tests.bad_inputs import CANARY, tamper
+from tests.conftest import make_text, python_cmd, tiny_args
+
+REFUSED = "craft imports nothing a checkpoint names"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run, and its corpus."""
+    tmp = tmp_path_factory.mktemp("trained")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    main(["fit", *tiny_args(corpus, tmp / "logs"), "--trainer.max_steps", "5"])
+    return tmp / "logs" / "tiny" / "checkpoints" / "last.ckpt", corpus
+
+
+@pytest.fixture
+def beside_canary(tmp_path, monkeypatch):
+    """The current folder holds canary.py (it writes `imported` when imported) and is on sys.path,
+    as it is for `python -m craft` run from that folder."""
+    (tmp_path / "canary.py").write_text(CANARY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    assert not (tmp_path / "imported").exists(), "a module named by the checkpoint was imported"
+    assert "canary" not in sys.modules
+
+
+TAMPERED = {"part": {"norm": "canary.Nope"}, "tokenizer": {"tokenizer": {"type": "zzz", "class_path": "canary.Nope"}}}
+
+
+def one_line_refusal(capsys, code) -> str:
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert REFUSED in last and "canary.Nope" in last
+    return last
+
+
+@pytest.mark.parametrize("what", TAMPERED)
+def test_predict_refuses_a_tampered_checkpoint(trained, beside_canary, capsys, what):
+    ckpt = tamper(trained[0], beside_canary / "last.ckpt", **TAMPERED[what])
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--ckpt_path", str(ckpt), "--data.prompts", '["a"]'])
+    line = one_line_refusal(capsys, e.value.code)
+    option = "--model.norm" if what == "part" else "--data.tokenizer"
+    assert f"pass {option} canary.Nope yourself to trust it" in line
+
+
+@pytest.mark.parametrize("what", TAMPERED)
+def test_fit_resume_refuses_a_tampered_checkpoint(trained, beside_canary, capsys, what):
+    ckpt = tamper(trained[0], beside_canary / "last.ckpt", **TAMPERED[what])
+    args = tiny_args(trained[1], beside_canary / "logs", "--trainer.max_steps", "10", "--ckpt_path", str(ckpt))
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *args])
+    one_line_refusal(capsys, e.value.code)
+    assert not (beside_canary / "logs").exists()
+
+
+@pytest.mark.parametrize("what", TAMPERED)
+def test_load_from_checkpoint_refuses_a_tampered_checkpoint(trained, beside_canary, what):
+    ckpt = tamper(trained[0], beside_canary / "last.ckpt", **TAMPERED[what])
+    with pytest.raises(CraftError, match=REFUSED) as e:
+        LanguageModel.load_from_checkpoint(ckpt)
+    field = "norm" if what == "part" else "tokenizer"
+    assert f"pass {field}='canary.Nope' to load_from_checkpoint" in str(e.value)
+
+
+@pytest.mark.parametrize("what", TAMPERED)
+def test_export_refuses_a_tampered_checkpoint(trained, beside_canary, capsys, what):
+    ckpt = tamper(trained[0], beside_canary / "last.ckpt", **TAMPERED[what])
+    with pytest.raises(SystemExit) as e:
+        export_main(["--ckpt_path", str(ckpt), "--out", str(beside_canary / "out")])
+    assert "to craft.export yourself" in one_line_refusal(capsys, e.value.code)
+    assert not (beside_canary / "out").exists()
+
+
+def test_python_m_craft_predict_from_the_checkpoints_folder_imports_nothing(trained, tmp_path):
+    """The issue's scenario for real: `python -m craft` puts the current folder on sys.path."""
+    (tmp_path / "canary.py").write_text(CANARY)
+    tamper(trained[0], tmp_path / "last.ckpt", norm="canary.Nope")
+    run = subprocess.run(
+        [*python_cmd(), "predict", "--ckpt_path", "last.ckpt", "--data.prompts", '["a"]'],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert REFUSED in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "imported").exists()
+
+
+def test_checkpoint_with_a_custom_part_predicts_only_when_the_user_names_it(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    logs = tmp_path / "logs"
+    dyt = ["--model.norm", "tests.custom_parts.DyT"]
+    main(["fit", *tiny_args(corpus, logs, *dyt), "--trainer.max_steps", "5"])
+    ckpt = logs / "tiny" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["norm"] == "tests.custom_parts.DyT"
+    predict = ["predict", *tiny_args(corpus, logs), "--ckpt_path", "last", "--data.prompts", '["the "]']
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(predict)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "craft: error: the checkpoint's model.norm is 'tests.custom_parts.DyT', not a built-in norm "
+        "(layernorm, rmsnorm); craft imports nothing a checkpoint names: "
+        "pass --model.norm tests.custom_parts.DyT yourself to trust it"
+    )
+    main([*predict, *dyt])
+    assert "the " in capsys.readouterr().out
+    lm = LanguageModel.load_from_checkpoint(ckpt, norm="tests.custom_parts.DyT")
+    assert type(lm.model.ln_f).__name__ == "DyT" and len(lm.generate("the ", max_new_tokens=5)) == 5
+    with pytest.raises(CraftError, match="pass norm='tests.custom_parts.DyT' to load_from_checkpoint"):
+        LanguageModel.load_from_checkpoint(ckpt)
+
+
+def test_custom_tokenizer_is_trusted_only_by_name(trained, tmp_path):
+    """A tokenizer class of the user's own travels as its class_path and loads where it is named."""
+    ckpt = tamper(
+        trained[0],
+        tmp_path / "custom.ckpt",
+        tokenizer={**torch.load(trained[0], weights_only=True)["tokenizer"], "type": "upper_char", "class_path": NAME},
+    )
+    with pytest.raises(CraftError, match=f"pass tokenizer='{NAME}' to load_from_checkpoint"):
+        LanguageModel.load_from_checkpoint(ckpt)
+    lm = LanguageModel.load_from_checkpoint(ckpt, tokenizer=NAME)
+    assert type(lm.tokenizer).__name__ == "UpperCharTokenizer"
+    assert lm.tokenizer.state()["class_path"] == NAME
+
+
+NAME = "tests.custom_tokenizer.UpperCharTokenizer"
+
+
+def test_runtime_refuses_a_tokenizer_class(tmp_path):
+    from craft.runtime import RunError, load_tokenizer
+
+    with pytest.raises(RunError, match="imports nothing a file names"):
+        load_tokenizer({"type": "zzz", "class_path": "canary.Nope"})
+    assert "canary" not in sys.modules
+
+
+def test_tampered_files_differ_only_in_strings(trained, tmp_path):
+    """The tampered copies keep every tensor: only the named strings changed."""
+    original = torch.load(trained[0], weights_only=True)
+    copy = torch.load(tamper(trained[0], tmp_path / "t.ckpt", norm="canary.Nope"), weights_only=True)
+    assert copy["hyper_parameters"]["norm"] == "canary.Nope"
+    assert all(torch.equal(copy["state_dict"][k], v) for k, v in original["state_dict"].items())
