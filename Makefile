@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine with Python 3.10+ and pip:
-#   make demo   create .venv, install craft, train the quickstart model and print a sample
-#   make test   create .venv, install craft with its test tools, run the test suite
+#   make demo       create .venv, install craft, train the quickstart model and print a sample
+#   make test       create .venv, install craft with its test tools, run the fast tests (< 4 min)
+#   make test-full  the whole suite: also the `slow` tests (signals, kill -9, DDP, compiled decode, ...)
+# Tests run under the allocator `python -m craft` uses (python -m craft.allocator, see README).
 #
 # TORCH_SPEC chooses the PyTorch build, e.g. the CPU wheel index:
 #   make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
@@ -9,7 +11,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install lint clean
+.PHONY: demo test test-full install lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +31,10 @@ demo: install
 	$(PY) -m craft predict --config configs/quickstart.yaml --ckpt_path last
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m craft.allocator $(PY) -m pytest -m "not slow"
+
+test-full: install
+	$(PY) -m craft.allocator $(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from craft.model.blocks import Dropout  # noqa: E402
+from craft.model.kernels import Dropout  # noqa: E402
 
 
 def attention_ms(dropout_p: float, batch: int, heads: int, block: int, head_size: int) -> float:

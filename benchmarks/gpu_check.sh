@@ -29,10 +29,10 @@ done
 echo "== fit 300 steps, bf16-mixed + compile"
 run=(--config $cfg "${data[@]}" --log_dir "$out" --experiment gpu_run --trainer.max_epochs -1)
 $py -m craft fit "${run[@]}" "${gpu[@]}" --trainer.precision bf16-mixed --model.compile true \
-  --trainer.max_steps 300 --trainer.val_check_interval 150 --checkpoint.every_n_train_steps 150
+  --trainer.max_steps 300 --trainer.val_check_interval 150 --checkpoint.last_every_n_steps 150
 echo "== resume from last, fp32 eager, to step 350"
 $py -m craft fit "${run[@]}" "${gpu[@]}" --trainer.max_steps 350 --trainer.val_check_interval 150 \
-  --checkpoint.every_n_train_steps 50 --ckpt_path last
+  --checkpoint.last_every_n_steps 50 --ckpt_path last
 echo "== predict on the GPU"
 $py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.max_new_tokens 200 \
   --data.prompts '["The "]'

@@ -1,14 +1,16 @@
 """Run the CLI under tcmalloc when it is installed: faster CPU training and a lower memory peak.
 
-glibc's malloc either returns each freed activation buffer to the kernel (and pays thousands of
-page faults to get it back next step) or keeps freed memory in a fragmented heap; on the got_char
-run that is 1.06x slower and ~0.4 GB more peak memory than tcmalloc, the allocator PyTorch's CPU
-performance guide recommends (``benchmarks/README.md``). An allocator must be loaded before the
-process starts, so ``python -m craft`` re-executes itself once with ``LD_PRELOAD`` set, as
-PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``) does.
+glibc's malloc either returns each freed activation buffer to the kernel (and pays page faults to
+get it back next step) or keeps freed memory in a fragmented heap; tcmalloc, the allocator
+PyTorch's CPU performance guide recommends, does neither (measured in ``benchmarks/README.md``).
+An allocator must be loaded before the process starts, so ``python -m craft`` re-executes itself
+once with ``LD_PRELOAD`` set, as PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``) does,
+and says so in one line on stderr.
 
-``CRAFT_ALLOCATOR=system`` keeps glibc's malloc; ``CRAFT_ALLOCATOR=/path/to/lib.so`` preloads
-that library instead. Nothing happens off Linux, when no tcmalloc is installed (Debian / Ubuntu:
+``python -m craft.allocator CMD ...`` runs any command the same way: ``make test`` runs pytest
+under it, so tests that call the CLI in-process see the allocator users get.
+``CRAFT_ALLOCATOR=system`` keeps glibc's malloc; ``CRAFT_ALLOCATOR=/path/to/lib.so`` preloads that
+library instead. Nothing happens off Linux, when no tcmalloc is installed (Debian / Ubuntu:
 ``apt install libtcmalloc-minimal4``), or when ``LD_PRELOAD`` already names an allocator.
 """
 
@@ -38,19 +40,42 @@ def chosen_library(environ: dict[str, str]) -> str | None:
     return find_tcmalloc() if choice == "auto" else choice
 
 
-def reexec_with_allocator() -> None:
-    """Replace this process by the same command with the allocator preloaded; returns if none applies."""
-    lib = chosen_library(dict(os.environ))
+def allocator_env(environ: dict[str, str]) -> dict[str, str] | None:
+    """``environ`` with the chosen allocator preloaded, or None to leave the process as it is."""
+    lib = chosen_library(environ)
     if lib is None:
-        return
+        return None
     if "/" in lib and not os.path.exists(lib):
         print(f"craft: error: {ENV}={lib}: no such file; give an installed allocator or 'system'", file=sys.stderr)
         sys.exit(2)
-    env = dict(os.environ)
+    env = dict(environ)
     env["LD_PRELOAD"] = " ".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     env[_DONE] = lib
     # tcmalloc reports every allocation above 1 GB on stderr by default; a big vocabulary's logits
     # can be that large without anything being wrong.
     env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
     print(f"craft: using {lib} as the memory allocator ({ENV}=system to keep glibc's)", file=sys.stderr, flush=True)
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    return env
+
+
+def reexec_with_allocator() -> None:
+    """Replace this process by the same command with the allocator preloaded; returns if none applies."""
+    env = allocator_env(dict(os.environ))
+    if env is not None:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m craft.allocator CMD ...``: run CMD under the allocator ``python -m craft`` would use.
+
+    ``make test`` runs pytest this way, so tests that call the CLI in-process measure and exercise
+    the allocator users get."""
+    if not argv:
+        print("usage: python -m craft.allocator COMMAND [ARGS...]", file=sys.stderr)
+        sys.exit(2)
+    env = allocator_env(dict(os.environ)) or dict(os.environ)
+    os.execvpe(argv[0], argv, env)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -14,14 +14,17 @@ Two guarantees, for every entry point that reads a checkpoint (the CLI subcomman
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 
-from craft.data.tokenizers import BUILTIN_TOKENIZERS
-from craft.errors import CraftError
+from craft.data.tokenizers import BUILTIN_TOKENIZERS, Tokenizer, class_path
+from craft.errors import CraftError, note
 from craft.model.blocks import REGISTRY
+from craft.model.config import ARCHITECTURE_FIELDS
 
 PART_FIELDS = tuple(REGISTRY)  # the config fields that name a class: norm, mlp, positions
 
@@ -94,3 +97,85 @@ def check_names(checkpoint: dict[str, Any], trusted: Mapping[str, Any], hint: Hi
         f"the checkpoint's tokenizer is {class_path!r} (type {kind!r}), not a built-in one "
         f"({', '.join(BUILTIN_TOKENIZERS)}); craft imports nothing a checkpoint names: {hint('tokenizer', class_path)}"
     )
+
+
+# -- the CLI's --ckpt_path ---------------------------------------------------------------------
+
+
+def checkpoint_dir(log_dir: str, experiment: str) -> Path:
+    return Path(log_dir) / experiment / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The checkpoint a command runs from, after ``use_checkpoint`` checked it."""
+
+    path: Path
+    step: int
+    tokenizer: dict[str, Any]
+
+
+def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
+    """Resolve and check ``cfg.ckpt_path`` for ``subcommand``, and apply it to ``cfg`` (the parsed
+    config of that subcommand, before anything is instantiated).
+
+    - ``fit`` without one refuses an experiment that already has checkpoints (nothing is overwritten);
+    - ``last`` is the experiment's ``last.ckpt`` and must exist (never a silent fresh start);
+    - the checkpoint's names must be built in or named by this config (``check_names``);
+    - ``fit`` needs the config's architecture to equal the checkpoint's (names the fields that differ);
+    - validate/test/predict take the checkpoint's architecture and tokenizer, the config's
+      generation settings.
+    """
+    folder = checkpoint_dir(cfg.log_dir, cfg.experiment)
+    if "weights_only" in cfg and cfg.weights_only is None:
+        cfg.weights_only = True  # checkpoints hold only tensors and primitives: never unpickle code
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        if subcommand == "fit" and (folder / "last.ckpt").exists():
+            raise CraftError(
+                f"experiment {cfg.experiment!r} already has checkpoints in {folder}; resume with "
+                "--ckpt_path last, or pick a new --experiment name (nothing was overwritten)"
+            )
+        return None
+    if ckpt_path == "last":
+        path = folder / "last.ckpt"
+        if not path.is_file():
+            raise CraftError(
+                f"--ckpt_path last: no last.ckpt in {folder} (experiment {cfg.experiment!r}); "
+                "check --experiment/--config, or start a fresh run without --ckpt_path"
+            )
+    elif ckpt_path in ("best", "hpc", "registry"):
+        raise CraftError(f"--ckpt_path {ckpt_path} is not supported by craft: use 'last' or a file path")
+    else:
+        path = Path(ckpt_path)
+    tokenizer = cfg.data.get("tokenizer")
+    trusted = {f: cfg.model.get(f) for f in PART_FIELDS}
+    trusted["tokenizer"] = tokenizer.get("class_path") if isinstance(tokenizer, Namespace) else None
+    checkpoint = read_checkpoint(path, trusted, weights_only=cfg.get("weights_only") is not False)
+    cfg.ckpt_path = str(path)
+    hparams = checkpoint["hyper_parameters"]
+    used = Checkpoint(path, int(checkpoint.get("global_step", 0)), checkpoint["tokenizer"])
+    if subcommand == "fit":
+        wrong = [
+            f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
+            for f in ARCHITECTURE_FIELDS
+            if f != "vocab_size" and f in hparams and cfg.model.get(f) != hparams[f]
+        ]
+        if wrong:
+            raise CraftError(
+                f"cannot resume from {path}: its architecture differs from the config ({'; '.join(wrong)}); "
+                "use the run's original config"
+            )
+        note(f"resuming {cfg.experiment!r} from {path} at global step {used.step}")
+        return used
+    # validate/test/predict rebuild the checkpoint's network; generation settings stay the config's.
+    for f in ARCHITECTURE_FIELDS:
+        if f in hparams and f != "vocab_size":
+            cfg.model[f] = hparams[f]
+    cfg.data.block_size = hparams["block_size"]
+    # The checkpoint's tokenizer, as the config entry that rebuilds it: no corpus needed.
+    state = checkpoint["tokenizer"]
+    cfg.data.tokenizer = Namespace(
+        class_path=class_path(Tokenizer.class_of(state)), init_args=Namespace(**Tokenizer.init_args_of(state))
+    )
+    return used

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 import warnings
-from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -20,22 +19,18 @@ from craft.callbacks import (
     CraftCheckpoint,
     CraftProgressBar,
     GracefulStop,
-    LoggingStepSync,
     RunSummary,
     SampleGeneration,
     SampleWriter,
     StopRequested,
     TokenThroughput,
 )
-from craft.checkpoint import PART_FIELDS, read_checkpoint
+from craft.checkpoint import Checkpoint, checkpoint_dir, use_checkpoint
 from craft.data import TextDataModule
-from craft.data.tokenizers import Tokenizer, class_path
+from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning
-from craft.module import ARCHITECTURE_FIELDS, LanguageModel
-
-
-def checkpoint_dir(log_dir: str, experiment: str) -> Path:
-    return Path(log_dir) / experiment / "checkpoints"
+from craft.lightning_private import LoggingStepSync, NoCheckpointHparamsMerge
+from craft.module import LanguageModel
 
 
 class CraftSaveConfig(SaveConfigCallback):
@@ -61,8 +56,24 @@ class CraftArgumentParser(LightningArgumentParser):
         sys.exit(2)
 
 
-class CraftCLI(LightningCLI):
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+def quiet_lightning() -> None:
+    """For predict/validate/test: Lightning's banners ("GPU available ...", tips, "Restoring states")
+    and warnings that are not about the user's request are not shown. ``CRAFT_DEBUG=1`` keeps them."""
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r"No seed found", r"The dirpath has changed from"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
+    """LightningCLI for craft. Checkpoint handling runs in ``before_instantiate_classes``; Lightning's
+    own merge of checkpoint hyperparameters is off (``craft/lightning_private.py``)."""
+
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.resumed: Checkpoint | None = None  # the checkpoint of this command, once checked
         super().__init__(
             LanguageModel,
             TextDataModule,
@@ -75,6 +86,11 @@ class CraftCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand") not in (None, "fit") and not _debug():
+            quiet_lightning()
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -92,72 +108,13 @@ class CraftCLI(LightningCLI):
 
     # -- checkpoint path: resolve `last`, never start fresh silently, rebuild the architecture --
 
-    _resume_step = 0
-    _checkpoint_tokenizer: dict[str, Any] | None = None
-
-    def _parse_ckpt_path(self) -> None:
-        sub = self.config.get("subcommand")
-        if not sub:
-            return
-        cfg = self.config[sub]
-        folder = checkpoint_dir(cfg.log_dir, cfg.experiment)
-        if "weights_only" in cfg and cfg.weights_only is None:
-            cfg.weights_only = True  # checkpoints hold only tensors and primitives: never unpickle code
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path is None:
-            if sub == "fit" and (folder / "last.ckpt").exists():
-                raise CraftError(
-                    f"experiment {cfg.experiment!r} already has checkpoints in {folder}; resume with "
-                    "--ckpt_path last, or pick a new --experiment name (nothing was overwritten)"
-                )
-            return
-        if ckpt_path == "last":
-            path = folder / "last.ckpt"
-            if not path.is_file():
-                raise CraftError(
-                    f"--ckpt_path last: no last.ckpt in {folder} (experiment {cfg.experiment!r}); "
-                    "check --experiment/--config, or start a fresh run without --ckpt_path"
-                )
-        elif ckpt_path in ("best", "hpc", "registry"):
-            raise CraftError(f"--ckpt_path {ckpt_path} is not supported by craft: use 'last' or a file path")
-        else:
-            path = Path(ckpt_path)
-        # Names in the checkpoint resolve only to built-in parts or to what this config names itself.
-        tokenizer = cfg.data.get("tokenizer")
-        trusted = {f: cfg.model.get(f) for f in PART_FIELDS}
-        trusted["tokenizer"] = tokenizer.get("class_path") if isinstance(tokenizer, Namespace) else None
-        checkpoint = read_checkpoint(path, trusted, weights_only=cfg.get("weights_only") is not False)
-        cfg.ckpt_path = str(path)
-        hparams = checkpoint["hyper_parameters"]
-        self._checkpoint_tokenizer = checkpoint["tokenizer"]
-        if sub == "fit":
-            self._resume_step = int(checkpoint.get("global_step", 0))
-            print(f"craft: resuming {cfg.experiment!r} from {path} at global step {self._resume_step}", flush=True)
-            wrong = [
-                f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
-                for f in ARCHITECTURE_FIELDS
-                if f != "vocab_size" and f in hparams and cfg.model.get(f) != hparams[f]
-            ]
-            if wrong:
-                raise CraftError(
-                    f"cannot resume from {path}: its architecture differs from the config ({'; '.join(wrong)}); "
-                    "use the run's original config"
-                )
-        else:
-            # validate/test/predict rebuild the checkpoint's network; generation settings stay the config's.
-            for f in ARCHITECTURE_FIELDS:
-                if f in hparams and f != "vocab_size":
-                    cfg.model[f] = hparams[f]
-            cfg.data.block_size = hparams["block_size"]
-            # The checkpoint's tokenizer, as the config entry that rebuilds it: no corpus needed.
-            state = checkpoint["tokenizer"]
-            cfg.data.tokenizer = Namespace(
-                class_path=class_path(Tokenizer.class_of(state)), init_args=Namespace(**Tokenizer.init_args_of(state))
-            )
+    def before_instantiate_classes(self) -> None:
+        """Check ``--ckpt_path`` and apply it to the config before anything is built (craft/checkpoint.py)."""
+        self.resumed = use_checkpoint(self.subcommand, self.config[self.subcommand]) if self.subcommand else None
 
     def instantiate_trainer(self, **kwargs: Any):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        trainer_init = self._get(self.config_init, "trainer")
+        trainer_init = (self.config_init[self.subcommand] if self.subcommand else self.config_init)["trainer"]
         fitting = self.subcommand in (None, "fit")
         extra: list = [LoggingStepSync(), SampleWriter(), RunSummary()]
         if cfg.trainer.get("logger") in (None, True):
@@ -165,7 +122,8 @@ class CraftCLI(LightningCLI):
                 # version="" keeps one folder per experiment, so a resume continues its event stream;
                 # purge_step makes TensorBoard drop steps the interrupted run logged after its last
                 # checkpoint (they are trained again), so the curve has no overlap.
-                extra_kw = {"purge_step": self._resume_step} if self._resume_step else {}
+                step = self.resumed.step if self.resumed is not None else 0
+                extra_kw = {"purge_step": step} if step else {}
                 kwargs["logger"] = TensorBoardLogger(
                     save_dir=cfg.log_dir, name=cfg.experiment, version="", default_hp_metric=False, **extra_kw
                 )
@@ -175,7 +133,9 @@ class CraftCLI(LightningCLI):
             extra.append(GracefulStop())
         if fitting and kwargs.get("logger", cfg.trainer.get("logger")) is not False:
             extra.append(LearningRateMonitor(logging_interval="step"))
-        if cfg.trainer.get("enable_progress_bar") is not False:
+        if not fitting and cfg.trainer.get("enable_progress_bar") is None and not _debug():
+            kwargs["enable_progress_bar"] = False  # predict/validate/test: the output is the text or the metrics
+        if kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")) is not False:
             extra.append(CraftProgressBar())
         user = trainer_init.get("callbacks") or []
         trainer_init["callbacks"] = [*(user if isinstance(user, list) else [user]), *extra]
@@ -186,8 +146,8 @@ class CraftCLI(LightningCLI):
         return trainer
 
     def after_instantiate_classes(self) -> None:
-        saved = self._checkpoint_tokenizer
-        if saved is not None and self.subcommand == "fit":
+        if self.resumed is not None and self.subcommand == "fit":
+            saved = self.resumed.tokenizer
             tokenizer = self.datamodule.tokenizer
             if tokenizer.state() != saved:
                 theirs = Tokenizer.from_state(saved)
@@ -224,6 +184,9 @@ def main(args: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     # craft refuses a fresh run into a folder with checkpoints, so this warning only ever means a resume.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    if not debug:  # a deprecation inside Lightning's own pytree helpers (torch >= 2.10): nothing to act on
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
     try:
         cli = CraftCLI(args=args)
     except KeyboardInterrupt:  # before training started (or after it ended): nothing to save
@@ -239,6 +202,9 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"craft: error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        for name, level in levels.items():  # main() may run again in this process (tests, notebooks)
+            logging.getLogger(name).setLevel(level)
     trainer = getattr(cli, "trainer", None)
     stop = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, GracefulStop)), None)
     if stop is not None and stop.exit_code is not None:

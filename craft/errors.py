@@ -11,3 +11,13 @@ class ConfigError(CraftError, ValueError):
 
 class CraftWarning(UserWarning):
     """Something was fixed up for the user (a cropped prompt, a clamped top_k); the run goes on."""
+
+
+def note(message: str) -> None:
+    """One of craft's own one-line notes, on stderr, from the first process only (DDP)."""
+    import sys
+
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(f"craft: {message}", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ import craft
 from craft.checkpoint import PART_FIELDS
 from craft.errors import CraftError
 from craft.model import GPT
+from craft.model.config import ARCHITECTURE_FIELDS
 
 OPSET = 18
 
@@ -154,9 +155,7 @@ def export(
             "n_layers": c.n_layers,
             "n_head": c.n_head,
             "head_size": c.head_size,
-            "architecture": {
-                k: getattr(c, k) for k in ("d_model", "n_layers", "n_head", "d_hid", "norm", "mlp", "positions")
-            },
+            "architecture": {k: getattr(c, k) for k in ARCHITECTURE_FIELDS},
             "tokenizer": tokenizer.kind,
             "sampling": {
                 "temperature": hp.temperature,

@@ -6,7 +6,7 @@ The token loop lives in ``GPT.stream``; the text-level API in ``LanguageModel.ge
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -18,14 +18,21 @@ GREEDY_BELOW = 1e-6
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How the next token is picked. ``temperature=0`` is greedy (argmax)."""
+    """How the next token is picked, and how many. ``temperature=0`` is greedy (argmax).
+
+    Every caller (``LanguageModel``, ``predict``, the sample callback) builds one, so every setting
+    is validated here once.
+    """
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float = 1.0
+    max_new_tokens: int = 500
 
     def __post_init__(self) -> None:
         problems = []
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            problems.append(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
@@ -43,7 +50,7 @@ class SamplingConfig:
                 CraftWarning,
                 stacklevel=2,
             )
-            return SamplingConfig(self.temperature, vocab_size, self.top_p)
+            return replace(self, top_k=vocab_size)
         return self
 
 

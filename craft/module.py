@@ -11,26 +11,12 @@ from typing import IO, Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric, SumMetric
 
 from craft.data.tokenizers import Tokenizer
-from craft.errors import CraftError, CraftWarning
+from craft.errors import CraftError, CraftWarning, note
 from craft.generation import SamplingConfig
 from craft.model import GPT, GPTConfig
-
-# Fields that fix the network's shape: a checkpoint and a config must agree on these to resume.
-ARCHITECTURE_FIELDS = (
-    "vocab_size",
-    "block_size",
-    "d_model",
-    "n_layers",
-    "n_head",
-    "d_hid",
-    "norm",
-    "mlp",
-    "positions",
-)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -54,6 +40,7 @@ class LanguageModel(L.LightningModule):
         norm: str = "layernorm",
         mlp: str = "gelu",
         positions: str = "learned",
+        bias: bool = True,
         dropout: float = 0.0,
         lr: float = 1e-3,
         min_lr: float = 1e-4,
@@ -79,6 +66,7 @@ class LanguageModel(L.LightningModule):
             norm: Normalization: layernorm, rmsnorm, or a class's import path (see craft/model/blocks.py).
             mlp: MLP: gelu, swiglu, or a class's import path.
             positions: Position scheme: learned (added embeddings), rotary, or a class's import path.
+            bias: Biases in the linear layers and LayerNorm.
             dropout: Dropout on embeddings, attention output and MLP output.
             lr: Peak learning rate of AdamW, reached after `warmup_steps`.
             min_lr: Learning rate at the end of the cosine decay.
@@ -93,24 +81,13 @@ class LanguageModel(L.LightningModule):
             compile: Compile the inner transformer with torch.compile.
             compiled_decode: Generate (`predict`, `generate`) through a decode step compiled ahead of
                 time by AOTInductor: several times faster on CPU. Needs a C++ compiler; compiled once
-                per checkpoint (~40 s) and cached in ~/.cache/craft/decode. CPU only; samples during
+                per checkpoint and cached in ~/.cache/craft/decode. CPU only; samples during
                 `fit` stay eager. Falls back to eager, with a warning, where it cannot compile.
         """
         super().__init__()
         self.save_hyperparameters()
-        self.config = GPTConfig(
-            vocab_size=vocab_size,
-            block_size=block_size,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_head=n_head,
-            d_hid=d_hid,
-            norm=norm,
-            mlp=mlp,
-            positions=positions,
-            dropout=dropout,
-        )
-        self.sampling = SamplingConfig(temperature, top_k, top_p)
+        self.config = GPTConfig.from_section(self.hparams)
+        self.sampling = SamplingConfig(temperature, top_k, top_p, max_new_tokens)  # validated here, once
         self.model = GPT(self.config)
         self._flops_per_token = self.model.flops_per_token()  # fixed by the shape; read every batch
         self.tokenizer: Tokenizer | None = None
@@ -134,7 +111,7 @@ class LanguageModel(L.LightningModule):
 
     def on_fit_start(self) -> None:
         n, flops = self.model.num_params(), self._flops_per_token
-        rank_zero_info(f"craft: {n:,} parameters ({n / 1e6:.2f}M), {flops / 1e6:.2f} MFLOP per trained token")
+        note(f"{n:,} parameters ({n / 1e6:.2f}M), {flops / 1e6:.2f} MFLOP per trained token")
 
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
         if tokenizer.vocab_size != self.config.vocab_size:
@@ -296,6 +273,7 @@ class LanguageModel(L.LightningModule):
             hp.temperature if temperature is None else temperature,
             hp.top_k if top_k is None else top_k,
             hp.top_p if top_p is None else top_p,
+            hp.max_new_tokens if max_new_tokens is None else max_new_tokens,
         ).for_vocab(self.config.vocab_size)
         tokenizer = self._require_tokenizer()
         if not prompt:
@@ -315,7 +293,7 @@ class LanguageModel(L.LightningModule):
         try:
             out = self.model.generate(
                 idx,
-                hp.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                sampling.max_new_tokens,
                 sampling,
                 generator,
                 decoder=self._compiled_decoder(batch_size=1) if hp.compiled_decode else None,
@@ -326,8 +304,11 @@ class LanguageModel(L.LightningModule):
 
     def _compiled_decoder(self, batch_size: int):
         """The compiled decode step for the current weights, or None where it cannot be used."""
-        state = getattr(self._trainer, "state", None)
-        if state is not None and state.fn == TrainerFn.FITTING:
+        try:
+            fitting = self.trainer.state.fn == TrainerFn.FITTING
+        except RuntimeError:  # not attached to a Trainer: the Python API
+            fitting = False
+        if fitting:
             return None  # weights change every step: samples during fit stay eager
         if self.device.type != "cpu":
             warnings.warn("compiled_decode runs on CPU only; generating with eager PyTorch", CraftWarning, stacklevel=3)
@@ -337,7 +318,7 @@ class LanguageModel(L.LightningModule):
         key = package_path(self.model, batch_size)
         if key not in self._decoders:
             if not key.exists():
-                rank_zero_info(f"craft: compiling the decode step for these weights (~40 s on 2 CPU cores) into {key}")
+                note(f"compiling the decode step for these weights into {key} (once per checkpoint)")
             try:
                 self._decoders[key] = compile_decoder(self.model, batch_size, path=key)
             except Exception as e:  # no C++ compiler, an unsupported part: eager still works

@@ -190,6 +190,13 @@ CASES = [
     ),
     Case(
         "predict",
+        "max_new_tokens < 0",
+        lambda d: predict("--model.max_new_tokens", "-5"),
+        "max_new_tokens must be an integer >= 0, got -5",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
         "top_p outside (0, 1]",
         lambda d: predict("--model.top_p", "1.5"),
         "top_p must be in (0, 1]",

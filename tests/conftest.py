@@ -30,6 +30,21 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One tiny run trained once per test session (10 steps): its checkpoint and its corpus.
+
+    Read it, or copy it (``shutil.copytree``) before writing next to it: other tests share it.
+    """
+    from craft.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(make_text(40_000), encoding="utf-8")
+    main(["fit", *tiny_args(corpus, folder / "logs"), "--trainer.max_steps", "10"])
+    return folder / "logs" / "tiny" / "checkpoints" / "last.ckpt", corpus
+
+
 TINY_MODEL = ["--model.d_model", "32", "--model.n_layers", "2", "--model.n_head", "4", "--model.d_hid", "64"]
 
 
@@ -61,13 +76,12 @@ def tiny_args(
         "null",
         "--trainer.limit_val_batches",
         "2",
-        "--trainer.log_every_n_steps",
-        "1",
+        *(["--trainer.log_every_n_steps", str(log_every)] if log_every is not None else []),
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
         "false",
-        "--checkpoint.every_n_train_steps",
+        "--checkpoint.last_every_n_steps",
         "5",
         *extra,
     ]

@@ -63,3 +63,14 @@ def test_a_missing_allocator_file_is_a_clear_error():
     )
     assert out.returncode == 2
     assert "CRAFT_ALLOCATOR=/no/such/libtcmalloc.so: no such file" in out.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
+def test_the_tests_run_under_the_allocator_users_get():
+    """Tests call the CLI in-process: they must run under what `python -m craft` would pick here."""
+    users = find_tcmalloc() if os.environ.get(ENV, "auto") == "auto" else None
+    loaded = "tcmalloc" in open("/proc/self/maps").read()
+    assert loaded == (users is not None), (
+        f"python -m craft would run under {users or 'glibc malloc'}, the tests under "
+        f"{'tcmalloc' if loaded else 'glibc malloc'}: run them with make test (python -m craft.allocator pytest)"
+    )

@@ -110,7 +110,7 @@ def test_sampling_does_not_change_training(corpus, tmp_path):
 
 def test_throughput_arithmetic_with_a_controlled_clock(corpus, tmp_path, monkeypatch):
     """Every clock read advances 0.5 s, so each batch takes exactly 0.5 s of 'training'."""
-    import lightning.pytorch.callbacks.throughput_monitor as tm
+    import craft.callbacks.throughput as tm
 
     class Clock:
         now = 0.0
@@ -161,3 +161,12 @@ def test_tiny_run_always_has_a_train_curve(corpus, tmp_path):
     logs = tmp_path / "logs"
     main(["fit", *tiny_args(corpus, logs, log_every=None), "--trainer.max_steps", "6"])  # Lightning's default: 50
     assert len(events(logs / "tiny").Scalars("train/loss_step")) >= 3
+
+
+def test_the_old_name_of_last_every_n_steps_still_works_with_a_warning(tiny_run, tmp_path, capsys):
+    from craft.callbacks import CraftCheckpoint
+    from craft.errors import CraftWarning
+
+    with pytest.warns(CraftWarning, match="every_n_train_steps is deprecated.*last_every_n_steps"):
+        old = CraftCheckpoint(every_n_train_steps=7)
+    assert old.last_every_n_steps == 7 and CraftCheckpoint(last_every_n_steps=7).last_every_n_steps == 7

@@ -16,14 +16,9 @@ from tests.conftest import make_text, python_cmd, tiny_args
 REFUSED = "craft imports nothing a checkpoint names"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny trained run, and its corpus."""
-    tmp = tmp_path_factory.mktemp("trained")
-    corpus = tmp / "corpus.txt"
-    corpus.write_text(make_text(20_000), encoding="utf-8")
-    main(["fit", *tiny_args(corpus, tmp / "logs"), "--trainer.max_steps", "5"])
-    return tmp / "logs" / "tiny" / "checkpoints" / "last.ckpt", corpus
+@pytest.fixture
+def trained(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import ROOT, TINY_MODEL
+
+pytestmark = pytest.mark.slow  # several full runs
 
 
 def test_compare_writes_table_plot_and_reuses_finished_runs(corpus, tmp_path):

@@ -12,6 +12,8 @@ from craft import LanguageModel
 from craft.cli import CraftCLI, main
 from tests.conftest import scalars, tiny_args
 
+pytestmark = pytest.mark.slow  # torch.compile
+
 
 def test_compiled_checkpoint_loads_without_compile_and_back(corpus, tmp_path):
     logs = tmp_path / "logs"

@@ -4,9 +4,12 @@ with the same global batch, files written once, and resume."""
 import os
 import subprocess
 
+import pytest
 import torch
 
 from tests.conftest import ROOT, python_cmd, scalars, tiny_args
+
+pytestmark = pytest.mark.slow  # two training processes
 
 DDP = ["--config", str(ROOT / "configs/presets/ddp_cpu.yaml")]
 STOP_AT_6 = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 6}}'  # an interruption

@@ -37,6 +37,7 @@ def exported(tmp_path_factory):
     return tmp / "out", lm, manifest, corpus
 
 
+@pytest.mark.slow
 def test_folder_is_self_contained_and_checked(exported):
     out, lm, manifest, _ = exported
     assert sorted(p.name for p in out.iterdir()) == [
@@ -54,6 +55,7 @@ def test_folder_is_self_contained_and_checked(exported):
     assert json.loads((out / "tokenizer.json").read_text()) == lm.tokenizer.state()
 
 
+@pytest.mark.slow
 def test_fp32_logits_match_pytorch_with_and_without_cache(exported):
     out, lm, _, _ = exported
     rt = ExportedModel(out)
@@ -68,6 +70,7 @@ def test_fp32_logits_match_pytorch_with_and_without_cache(exported):
     assert k.shape == (2, 2, 4, 12, 8)  # (L, B, nh, T, hs)
 
 
+@pytest.mark.slow
 def test_greedy_generation_is_identical_in_both_runtimes(exported):
     out, lm, _, _ = exported
     rt = ExportedModel(out)
@@ -91,6 +94,7 @@ def val_bpc(rt: ExportedModel, lm, corpus) -> float:
     return nats / chars / math.log(2)
 
 
+@pytest.mark.slow
 def test_int8_is_smaller_and_close_in_bpc(exported):
     out, lm, manifest, corpus = exported
     fp32, int8 = ExportedModel(out), ExportedModel(out, int8=True)
@@ -104,6 +108,7 @@ def test_int8_is_smaller_and_close_in_bpc(exported):
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; import runpy; sys.argv = sys.argv[1:]; "
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["module", "copied run.py"])
 def test_runtime_works_where_torch_cannot_be_imported(exported, how):
     out, lm, _, _ = exported
@@ -134,6 +139,7 @@ def test_sampling_rules_match_pytorch(temperature, top_k, top_p):
     assert greedy[:, 0].tolist() == logits.argmax(-1).tolist()
 
 
+@pytest.mark.slow
 def test_export_refuses_a_non_empty_folder_and_leaves_it_alone(exported, tmp_path):
     out, _, manifest, _ = exported
     before = (out / "model.onnx").read_bytes()
@@ -154,6 +160,7 @@ def test_export_refuses_missing_corrupt_and_foreign_checkpoints(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt", "foreign.ckpt"]  # nothing created
 
 
+@pytest.mark.slow
 def test_runtime_rejects_bad_settings_and_prompts(exported):
     out, _, _, _ = exported
     rt = ExportedModel(out)

@@ -143,8 +143,9 @@ def test_a_new_variant_is_named_by_import_path():
     ],
 )
 def test_unknown_variant_is_a_config_error(field, value, message):
+    """A name is checked for form by the config and resolved (imported) where the network is built."""
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        GPTConfig(vocab_size=10, **{field: value})
+        GPT(GPTConfig(vocab_size=10, **{field: value}))
 
 
 def test_rotary_needs_an_even_head_size():
@@ -154,7 +155,8 @@ def test_rotary_needs_an_even_head_size():
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_gelu_mlp_recomputes_gelu_with_autograds_gradients_and_one_fewer_buffer(bias):
-    from craft.model.blocks import GeluMLP, GeluProj
+    from craft.model.blocks import GeluMLP
+    from craft.model.kernels import GeluProj
 
     h = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
@@ -180,7 +182,7 @@ def test_gelu_mlp_recomputes_gelu_with_autograds_gradients_and_one_fewer_buffer(
 
 
 def test_cpu_dropout_keeps_a_bool_mask_scales_kept_values_and_routes_gradients_through_them():
-    from craft.model.blocks import Dropout
+    from craft.model.kernels import Dropout
 
     drop, p = Dropout(0.25), 0.25
     torch.manual_seed(0)

@@ -29,3 +29,35 @@ def test_uniform_model_gets_the_expected_bits_per_character(corpus, tokenizer):
     assert metrics["val/bpc"] == pytest.approx(math.log2(V) * len(targets) / chars, rel=1e-5)
     if isinstance(tokenizer, BPETokenizer):
         assert chars > 1.5 * len(targets)  # BPE tokens span several characters, and bpc knows it
+
+
+def test_every_architecture_field_is_a_documented_model_argument_with_the_configs_default():
+    """GPTConfig is the one source: LanguageModel's arguments (what --help and --print_config show)
+    and the architecture checks of resume, predict and export all follow from its fields."""
+    import dataclasses
+    import inspect
+
+    from craft.model import GPTConfig
+    from craft.model.config import ARCHITECTURE_FIELDS
+
+    params = inspect.signature(LanguageModel.__init__).parameters
+    doc = LanguageModel.__init__.__doc__
+    for f in dataclasses.fields(GPTConfig):
+        assert f.name in params, f"GPTConfig.{f.name} is not an argument of LanguageModel"
+        if f.default is not dataclasses.MISSING:
+            assert params[f.name].default == f.default, f.name
+        assert f"            {f.name}: " in doc, f"LanguageModel's docstring does not document {f.name}"
+    assert set(ARCHITECTURE_FIELDS) == {f.name for f in dataclasses.fields(GPTConfig)} - {"dropout"}
+    lm = LanguageModel(vocab_size=11, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=32, bias=False)
+    assert lm.config == GPTConfig(vocab_size=11, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=32, bias=False)
+
+
+def test_generation_settings_are_validated_when_the_model_is_built():
+    from craft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_new_tokens must be an integer >= 0, got -5"):
+        LanguageModel(vocab_size=11, max_new_tokens=-5)
+    from craft.callbacks import SampleGeneration
+
+    with pytest.raises(ConfigError, match="temperature must be >= 0"):
+        SampleGeneration(temperature=-1)

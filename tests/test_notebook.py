@@ -1,10 +1,13 @@
 """The analysis notebook runs top to bottom against a real tiny run, so it cannot rot."""
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from craft.cli import main
 from tests.conftest import ROOT, tiny_args
+
+pytestmark = pytest.mark.slow  # executes the whole analysis notebook
 
 
 def test_analyze_runs_notebook_executes(corpus, tmp_path, monkeypatch):

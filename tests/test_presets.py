@@ -38,6 +38,7 @@ def short_run(configs: list[str], corpus, log_dir) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
 def test_preset_trains_reloads_and_generates(name, corpus, tmp_path, capsys):
     configs = RUNS[name]
@@ -79,3 +80,29 @@ def test_preset_trains_reloads_and_generates(name, corpus, tmp_path, capsys):
     out = capsys.readouterr().out
     expected = lm.generate("The king", max_new_tokens=30, temperature=0)
     assert f"The king{expected}" in out
+
+
+class _Resolved(Exception):
+    def __init__(self, config) -> None:
+        self.config = config
+
+
+class _ParseOnly(CraftCLI):
+    """The CLI up to the point where it would build anything: the resolved config."""
+
+    def before_instantiate_classes(self) -> None:
+        raise _Resolved(self.config[self.subcommand])
+
+
+def resolved(*configs: str):
+    with pytest.raises(_Resolved) as e:
+        _ParseOnly(args=["fit", *(a for c in configs for a in ("--config", str(ROOT / c)))])
+    config = e.value.config.clone()
+    del config["experiment"], config["config"], config["checkpoint.dirpath"]  # the run's name differs
+    return config
+
+
+@pytest.mark.parametrize("name, overlay", [("got_char_modern", "modern"), ("got_bpe", "bpe")])
+def test_named_config_is_got_char_plus_its_overlay(name, overlay):
+    """The names users type stay, but cannot drift from got_char.yaml and the preset they stand for."""
+    assert resolved(f"configs/{name}.yaml") == resolved("configs/got_char.yaml", f"configs/presets/{overlay}.yaml")

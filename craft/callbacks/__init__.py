@@ -1,4 +1,4 @@
-from craft.callbacks.checkpoint import CraftCheckpoint, LoggingStepSync
+from craft.callbacks.checkpoint import CraftCheckpoint
 from craft.callbacks.prediction import SampleWriter
 from craft.callbacks.progress import CraftProgressBar, RunSummary
 from craft.callbacks.samples import SampleGeneration
@@ -8,7 +8,6 @@ from craft.callbacks.throughput import TokenThroughput
 __all__ = [
     "CraftCheckpoint",
     "GracefulStop",
-    "LoggingStepSync",
     "StopRequested",
     "CraftProgressBar",
     "RunSummary",

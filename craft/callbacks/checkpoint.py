@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from craft.errors import CraftError
+from craft.errors import CraftError, CraftWarning
 
 LAST = "last.ckpt"
 TMP_MARK = ".tmp-"
@@ -64,7 +65,7 @@ def remove_stray_temp_files(folder: Path) -> list[Path]:
 class CraftCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that keeps the best ``save_top_k`` by ``val/loss`` (saved when validation
     ends, so a file's name always matches its own validation) and, independently, rewrites
-    ``last.ckpt`` every ``every_n_train_steps``, after each validation and when training ends.
+    ``last.ckpt`` every ``last_every_n_steps``, after each validation and when training ends.
 
     ``last.ckpt`` is a regular file, so copying a run folder copies a loadable checkpoint. All
     writes go through :class:`AtomicCheckpointIO`.
@@ -76,7 +77,8 @@ class CraftCheckpoint(ModelCheckpoint):
         filename: str = "step{step:07d}-val_loss{val/loss:.4f}",
         monitor: str = "val/loss",
         save_top_k: int = 3,
-        every_n_train_steps: int = 250,
+        last_every_n_steps: int = 250,
+        every_n_train_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -85,15 +87,26 @@ class CraftCheckpoint(ModelCheckpoint):
             filename: Name pattern of the top-k files.
             monitor: Metric that ranks the top-k files.
             save_top_k: How many of the best checkpoints to keep (0: only last.ckpt).
-            every_n_train_steps: Rewrite last.ckpt every this many optimizer steps.
+            last_every_n_steps: Rewrite last.ckpt every this many optimizer steps (0: only after
+                validation and at the end).
+            every_n_train_steps: Deprecated name of `last_every_n_steps` (it never meant what
+                Lightning's ModelCheckpoint argument of that name means); removed in the next release.
         """
+        if every_n_train_steps is not None:
+            warnings.warn(
+                "checkpoint.every_n_train_steps is deprecated: it rewrites last.ckpt, so it is now called "
+                f"checkpoint.last_every_n_steps (using {every_n_train_steps})",
+                CraftWarning,
+                stacklevel=2,
+            )
+            last_every_n_steps = every_n_train_steps
         # "val/loss=" in a file name would create a folder; the pattern names the metrics itself.
         kwargs["auto_insert_metric_name"] = False
         kwargs.setdefault("mode", "min")
         super().__init__(
             dirpath=dirpath, filename=filename, monitor=monitor, save_top_k=save_top_k, save_last=False, **kwargs
         )
-        self.last_every_n_steps = every_n_train_steps
+        self.last_every_n_steps = last_every_n_steps
         self._last_written_step = -1
 
     @property
@@ -138,21 +151,3 @@ class CraftCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         self.write_last(trainer)
-
-
-class LoggingStepSync(L.Callback):
-    """Keep a resumed run's TensorBoard x axis on the global step.
-
-    Lightning restores its logging-step counter off by one for checkpoints saved at a validation
-    or train end, so the resumed curve would skip or repeat a step. With one optimizer that
-    counter always equals the global step; this sets it before anything logs the first batch.
-    Register it before other callbacks that log in ``on_train_batch_start`` (the CLI does).
-    """
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._pending = trainer.ckpt_path is not None
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if getattr(self, "_pending", False):
-            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
-            self._pending = False

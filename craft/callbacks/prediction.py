@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,4 +49,4 @@ class SampleWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.path is not None and trainer.is_global_zero:
-            print(f"samples saved to {self.path}", flush=True)
+            print(f"craft: samples saved to {self.path}", file=sys.stderr, flush=True)

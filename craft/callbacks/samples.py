@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from craft.callbacks.throughput import TokenThroughput
+from craft.generation import SamplingConfig
 
 
 def markdown_code_block(text: str) -> str:
@@ -54,6 +55,7 @@ class SampleGeneration(L.Callback):
             at_end: Also sample when training ends.
         """
         super().__init__()
+        SamplingConfig(temperature, top_k, top_p, max_new_tokens)  # bad settings fail at start, not mid-run
         self.every_n_steps = every_n_steps
         self.prompts = prompts
         self.prompt_chars = prompt_chars

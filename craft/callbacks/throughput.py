@@ -7,9 +7,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ThroughputMonitor
-from lightning.pytorch.trainer.states import RunningStage
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
+from lightning.pytorch.utilities import rank_zero_warn
+
+from craft.errors import ConfigError, note
 
 
 def batch_windows(batch: Any) -> int:
@@ -46,93 +47,116 @@ def measure_peak_flops(
     return best
 
 
-class TokenThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor set up for language models.
+def compute_dtype(precision: str) -> torch.dtype:
+    """The matmul dtype of a Trainer ``precision`` setting ("bf16-mixed", "16-true", "32", ...)."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return torch.float32
+
+
+class TokenThroughput(L.Callback):
+    """Tokens/s and MFU of training, on Lightning's public ``Throughput`` (rolling window).
 
     Logs ``train/tokens_per_sec`` and ``train/mfu`` every logging step (over the last
-    ``window_size`` batches), ``val/tokens_per_sec`` per validation, and keeps totals for the run
-    summary. MFU needs the device's peak FLOP/s: ``peak_flops`` if given, else Lightning's table for
-    known GPUs, else (CPU) a short matmul probe at start, logged as ``hardware/peak_flops``.
+    ``window_size`` batches, through ``pl_module.log``), ``val/tokens_per_sec`` per validation, and
+    keeps totals for the run summary. MFU needs the device's peak FLOP/s: ``peak_flops`` if given,
+    else Lightning's table for known GPUs, else (CPU) a short matmul probe, logged as
+    ``hardware/peak_flops``. All of this happens in ``fit`` only.
     """
 
     def __init__(self, window_size: int = 20, peak_flops: float | None = None) -> None:
         """
         Args:
-            window_size: Batches the tokens/s and MFU rates are averaged over.
+            window_size: Batches the tokens/s and MFU rates are averaged over (at least 2).
             peak_flops: Peak FLOP/s of one device for MFU (default: known GPU table, or measured on CPU).
         """
-        super().__init__(batch_size_fn=batch_windows, length_fn=batch_tokens, window_size=window_size)
+        if window_size < 2:
+            raise ConfigError(f"throughput.window_size must be at least 2, got {window_size}")
+        self.window_size = window_size
         self.peak_flops = peak_flops
         self.peak_source = "config"
+        self.available_flops: float | None = None
         self.tokens_seen = 0  # all launches of the run (saved in checkpoints)
         self.latest: dict[str, float] = {}
+        self._train: Throughput | None = None
+        self._excluded = 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        peak = self.peak_flops
+        if stage != "fit":
+            return  # no FLOP probe for validate/test/predict: MFU is reported for training only
         device = trainer.strategy.root_device
-        if peak is None and self.available_flops:
-            peak, self.peak_source = self.available_flops, "lightning table"
+        peak = self.peak_flops
+        if peak is None:
+            peak = get_available_flops(device, compute_dtype(str(trainer.precision)))
+            self.peak_source = "lightning table"
         if peak is None and device.type == "cpu":
             peak, self.peak_source = measure_peak_flops(device), "measured matmul"
         if peak is None:
             rank_zero_warn(f"no peak FLOP/s known for {device}; pass --throughput.peak_flops to log MFU")
         self.available_flops = peak
-        for t in self._throughputs.values():
-            t.available_flops = peak
-        if peak and stage == "fit":
-            rank_zero_info(f"craft: peak {peak / 1e9:.1f} GFLOP/s per device ({self.peak_source}) for MFU")
+        if peak:
+            note(f"peak {peak / 1e9:.1f} GFLOP/s per device ({self.peak_source}) for MFU")
 
-    @rank_zero_only
-    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_train_start(trainer, *args)
-        if self.available_flops and trainer.logger is not None:
+    def _now(self, trainer: L.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)  # time what the GPU did, not what was queued
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train = Throughput(available_flops=self.available_flops, window_size=self.window_size)
+        self._batches = self._windows = self._tokens = 0
+        self._excluded = 0.0
+        self._t0 = self._now(trainer)
+        if self.available_flops and trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({"hardware/peak_flops": self.available_flops}, step=trainer.global_step)
 
     def exclude(self, seconds: float) -> None:
         """Leave ``seconds`` spent on something else (e.g. sample generation) out of the training rate."""
-        if RunningStage.TRAINING in self._t0s:
-            self._t0s[RunningStage.TRAINING] += seconds
+        self._excluded += seconds
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.tokens_seen += batch_tokens(batch) * trainer.world_size
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
-        stage = trainer.state.stage
-        # Validation gets one rate per pass (on_validation_end), not a rate per batch.
-        if stage != RunningStage.TRAINING or not trainer._logger_connector.should_update_logs:
-            return
-        metrics = self._throughputs[stage].compute()
-        renamed = {"tokens_per_sec": metrics.get("device/items_per_sec"), "mfu": metrics.get("device/mfu")}
-        out = {f"train/{k}": v for k, v in renamed.items() if v is not None}
+        tokens = batch_tokens(batch)
+        self.tokens_seen += tokens * trainer.world_size
+        self._batches += 1
+        self._windows += batch_windows(batch)
+        self._tokens += tokens
+        flops = getattr(pl_module, "flops_per_batch", None)
+        self._train.update(
+            time=self._now(trainer) - self._t0 - self._excluded,
+            batches=self._batches,
+            samples=self._windows,
+            lengths=self._tokens,
+            flops=flops,
+        )
+        metrics = self._train.compute()
+        out = {"train/tokens_per_sec": metrics.get("device/items_per_sec"), "train/mfu": metrics.get("device/mfu")}
+        out = {k: float(v) for k, v in out.items() if v is not None}
         self.latest.update(out)
-        if out:
-            trainer._logger_connector.log_metrics(out, step=iter_num)
+        for name, value in out.items():
+            pl_module.log(name, value, on_step=True, on_epoch=False)
 
-    @rank_zero_only
-    def on_validation_end(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_validation_end(trainer, *args)
-        t = self._throughputs.get(RunningStage.VALIDATING)
-        if trainer.sanity_checking or t is None or not t._time or t._time[-1] <= 0:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_tokens, self._val_t0 = 0, self._now(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._val_tokens += batch_tokens(batch)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = self._now(trainer) - self._val_t0
+        if trainer.sanity_checking or trainer.state.fn != "fit" or seconds <= 0 or not self._val_tokens:
             return
-        rate = self._lengths[RunningStage.VALIDATING] / t._time[-1]
+        rate = self._val_tokens / seconds
         self.latest["val/tokens_per_sec"] = rate
-        if trainer.logger is not None:
+        self._excluded += seconds  # validation inside a training epoch is not training time
+        if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({"val/tokens_per_sec": rate}, step=trainer.global_step)
-
-    # Prediction batches are prompts (strings), not token windows: nothing to count there.
-    def on_predict_start(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_predict_batch_end(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
     def train_totals(self) -> dict[str, float]:
         """Tokens and seconds of training (validation excluded) in this launch, and mean rates."""
-        t = self._throughputs.get(RunningStage.TRAINING)
-        seconds = t._time[-1] if t is not None and t._time else 0.0
-        tokens = self._lengths.get(RunningStage.TRAINING, 0)
+        metrics = self._train.compute() if self._train is not None and self._batches else {}
+        seconds, tokens = metrics.get("time", 0.0), metrics.get("lengths", 0)
         out = {"train_seconds": seconds, "train_tokens_this_launch": tokens}
         if seconds > 0:
             out["mean_tokens_per_sec"] = tokens / seconds

@@ -1,3 +1,4 @@
-from craft.model.gpt import GPT, GPTConfig
+from craft.model.config import GPTConfig
+from craft.model.gpt import GPT
 
 __all__ = ["GPT", "GPTConfig"]

@@ -1,69 +1,26 @@
 """A decoder-only transformer language model in plain PyTorch (no Lightning in this file).
 
-Read top to bottom: config -> attention -> block -> GPT (forward, generate, parameter count).
-Norms, MLPs and position schemes are swappable parts in ``blocks.py``, picked by config name.
+Read top to bottom: attention -> block -> GPT (forward, generate, parameter count). The config is
+``config.py``; norms, MLPs and position schemes are swappable parts in ``blocks.py``, picked by name.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from craft.errors import ConfigError
 from craft.generation import SamplingConfig, sample_next
-from craft.model.blocks import Dropout, resolve
+from craft.model.blocks import resolve
+from craft.model.config import GPTConfig
+from craft.model.kernels import Dropout
 
 if TYPE_CHECKING:
     from craft.model.decode import Decoder
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    block_size: int = 256
-    d_model: int = 128
-    n_layers: int = 6
-    n_head: int = 8
-    d_hid: int = 512
-    dropout: float = 0.0
-    bias: bool = True
-    norm: str = "layernorm"  # layernorm | rmsnorm | a class's import path
-    mlp: str = "gelu"  # gelu | swiglu (at the same parameter count) | ...
-    positions: str = "learned"  # learned | rotary | ...
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("vocab_size", "block_size", "d_model", "n_layers", "n_head", "d_hid"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not problems and self.d_model % self.n_head:
-            problems.append(
-                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}); "
-                f"try n_head in {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 16]}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if problems:
-            raise ConfigError("invalid model config: " + "; ".join(problems))
-        for kind in ("norm", "mlp", "positions"):
-            resolve(kind, getattr(self, kind))  # unknown names fail here, with the choices
-
-    @classmethod
-    def from_section(cls, section: dict, **fields) -> GPTConfig:
-        """A config from a YAML ``model:`` section (keys that are not GPTConfig fields, such as lr,
-        are ignored); ``fields`` (vocab_size, block_size, ...) override it."""
-        return cls(**{**{k: v for k, v in section.items() if k in cls.__dataclass_fields__}, **fields})
-
-    @property
-    def head_size(self) -> int:
-        return self.d_model // self.n_head
 
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor] | None]
