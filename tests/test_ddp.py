@@ -30,7 +30,7 @@ def test_ddp_matches_one_process_writes_once_and_resumes(corpus, tmp_path):
     ddp = [*DDP, *tiny_args(corpus, logs, experiment="two"), "--data.batch_size", "4"]
     first = fit(*ddp, "--trainer.max_steps", "10", "--trainer.callbacks+", STOP_AT_6, cwd=tmp_path)
     resumed = fit(*ddp, "--trainer.max_steps", "10", "--ckpt_path", "last", cwd=tmp_path)
-    assert "at global step 6" in resumed.stdout
+    assert "craft: resuming 'two'" in resumed.stderr and "at global step 6" in resumed.stderr
 
     one, two = logs / "one", logs / "two"
     for tag in ("train/loss_step", "val/loss", "val/bpc"):
