@@ -79,7 +79,7 @@ def bpc_torch(lm: LanguageModel, windows: np.ndarray, char_lengths: np.ndarray) 
 def bpc_onnx(rt: ExportedModel, windows: np.ndarray, char_lengths: np.ndarray) -> float:
     nats = 0.0
     for w in windows:
-        logits, _, _ = rt.step(w[None, :-1], *rt.empty_cache(1))
+        logits, _ = rt.step(w[None, :-1], np.arange(len(w) - 1), rt.empty_cache(1))
         z = logits[0].astype(np.float64)
         z -= z.max(-1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(-1, keepdims=True))

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.memory import peak_rss_bytes  # noqa: E402
 from craft.compare import merged_config  # noqa: E402
-from craft.generation import SamplingConfig  # noqa: E402
+from craft.generation import SamplingConfig, generate  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
-from craft.model.decode import compile_decoder  # noqa: E402
+from craft.model.decode import compile_step  # noqa: E402
 
 
 def untrained_model(config: str) -> GPT:
@@ -38,15 +38,15 @@ def untrained_model(config: str) -> GPT:
     return GPT(GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0))
 
 
-def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool, decoder=None) -> float:
+def rate(model: GPT, batch: int, new_tokens: int, repeats: int, use_cache: bool, step=None) -> float:
     device = next(model.parameters()).device
     prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
-    greedy = SamplingConfig(temperature=0)
-    model.generate(prompt, 20, greedy, use_cache=use_cache, decoder=decoder)  # warm-up
+    generate(model, prompt, SamplingConfig(temperature=0, max_new_tokens=20), use_cache=use_cache, step=step)  # warm-up
+    greedy = SamplingConfig(temperature=0, max_new_tokens=new_tokens)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.generate(prompt, new_tokens, greedy, use_cache=use_cache, decoder=decoder)
+        generate(model, prompt, greedy, use_cache=use_cache, step=step)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -68,10 +68,10 @@ class CountOps(TorchDispatchMode):
 def kernels_per_token(model: GPT) -> float:
     """ATen kernels per cached batch-1 decode step (sampling included), from the difference of two lengths."""
     prompt = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
-    greedy, lengths, counts = SamplingConfig(temperature=0), (20, 60), []
+    lengths, counts = (20, 60), []
     for n in lengths:
         with CountOps() as c:
-            model.generate(prompt, n, greedy)
+            generate(model, prompt, SamplingConfig(temperature=0, max_new_tokens=n))
         counts.append(c.n)
     return (counts[1] - counts[0]) / (lengths[1] - lengths[0])
 
@@ -106,10 +106,10 @@ def main() -> None:
     for b in (int(x) for x in args.compiled_batches.split(",") if x and args.device == "cpu"):
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
-            decoder = compile_decoder(model, b, Path(folder))
+            step = compile_step(model, b, Path(folder))
             out[f"compile_s_batch{b}"] = time.perf_counter() - start
         cached = rate(model, b, args.new_tokens, args.repeats, use_cache=True)  # eager, beside it
-        out[f"compiled_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True, decoder=decoder)
+        out[f"compiled_batch{b}"] = rate(model, b, args.new_tokens, args.repeats, use_cache=True, step=step)
         out[f"compiled_speedup_batch{b}"] = out[f"compiled_batch{b}"] / cached
         if b == 1:
             out["compiled_vs_uncached_batch1"] = out["compiled_batch1"] / out["uncached_batch1"]

@@ -2,7 +2,8 @@
 
     python -m craft.export --ckpt_path logs/got_char_1M_ctx256_bs64/checkpoints/last.ckpt --out export/got_char --int8
 
-The folder holds ``model.onnx`` (one decoder step that takes and returns the KV cache),
+The folder holds ``model.onnx`` (``GPT.forward`` with its KV cache, traced: one decoder step that
+takes and returns the cache buffers),
 ``model.int8.onnx`` with ``--int8`` (onnxruntime dynamic int8 quantization of the matmul weights),
 ``tokenizer.json``, ``manifest.json`` and ``run.py``: a copy of ``craft/runtime.py``, so
 ``python run.py --prompt "..."`` works on a machine that has only numpy and onnxruntime.
@@ -29,31 +30,35 @@ import craft
 from craft.checkpoint import PART_FIELDS
 from craft.errors import CraftError
 from craft.model import GPT
+from craft.model.cache import KVCache
 from craft.model.config import ARCHITECTURE_FIELDS
 
 OPSET = 18
+# /2: the cache is one fixed-size key and value buffer per layer (inputs k_i, v_i; outputs k_i_out, v_i_out).
+FORMAT = "craft-onnx-decoder/2"
 
 
-class DecoderStep(nn.Module):
-    """``(ids (B, T), past_k, past_v (L, B, nh, P, hs)) -> (logits (B, T, V), present_k, present_v)``.
+class ExportStep(nn.Module):
+    """``(ids (B, T), input_pos (T,), k_0, v_0, k_1, ...) -> (logits (B, T, V), k_0, v_0, k_1, ...)``.
 
-    Positions start at P (the cached length), so the same graph does the prefill (P = 0) and each
-    one-token step; the presents are the pasts with the T new keys and values appended.
+    ``GPT.forward`` with a ``KVCache`` made of the given per-layer buffers ``(B, n_head, block_size,
+    head_size)``, traced as it is. An ONNX graph does not write its inputs, so the buffers are
+    copied and returned with the T new keys and values written at ``input_pos``: the same graph
+    does the prefill (positions ``0..T-1``) and each one-token step.
     """
 
     def __init__(self, gpt: GPT) -> None:
         super().__init__()
         self.gpt = gpt
 
-    def forward(self, ids: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor):
-        cache = [(past_k[i], past_v[i]) for i in range(past_k.size(0))]
-        logits, _ = self.gpt(ids, cache=cache, start_pos=past_k.size(3), all_logits=True)
-        return logits, torch.stack([k for k, _ in cache]), torch.stack([v for _, v in cache])
+    def forward(self, ids: torch.Tensor, input_pos: torch.Tensor, *buffers: torch.Tensor):
+        cache = KVCache.from_buffers([b.clone() for b in buffers])
+        logits, _ = self.gpt(ids, cache=cache, input_pos=input_pos, all_logits=True)
+        return (logits, *cache.buffers())
 
 
-def empty_cache(config, batch: int, length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (config.n_layers, batch, config.n_head, length, config.head_size)
-    return torch.zeros(shape), torch.zeros(shape)
+def buffer_names(n_layers: int, suffix: str = "") -> list[str]:
+    return [f"{kind}_{i}{suffix}" for i in range(n_layers) for kind in ("k", "v")]
 
 
 @contextlib.contextmanager
@@ -71,20 +76,22 @@ def quiet_logs(*names: str):
 
 
 def export_onnx(gpt: GPT, path: Path) -> None:
-    """Trace one decoder step to ONNX with batch, new tokens and cached length all dynamic."""
+    """Trace one decoder step to ONNX, batch and new tokens dynamic, the cache buffers fixed-size."""
     gpt = gpt.eval()
     c = gpt.config
     ids = torch.zeros(2, 3, dtype=torch.long)  # sizes > 1: the exporter treats 0 and 1 as constants
-    past_k, past_v = empty_cache(c, 2, 4)
-    batch, new, past = (torch.export.Dim(n, min=1, max=4096) for n in ("batch", "new", "past"))
-    shapes = {"ids": {0: batch, 1: new}, "past_k": {1: batch, 3: past}, "past_v": {1: batch, 3: past}}
+    input_pos = torch.arange(3)
+    buffers = KVCache.empty(c, 2).buffers()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    new = torch.export.Dim("new", min=1, max=c.block_size)
+    shapes = {"ids": {0: batch, 1: new}, "input_pos": {0: new}, "buffers": tuple({0: batch} for _ in buffers)}
     with warnings.catch_warnings(), quiet_logs("torch.onnx"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            DecoderStep(gpt),
-            (ids, past_k, past_v),
-            input_names=["ids", "past_k", "past_v"],
-            output_names=["logits", "present_k", "present_v"],
+            ExportStep(gpt),
+            (ids, input_pos, *buffers),
+            input_names=["ids", "input_pos", *buffer_names(c.n_layers)],
+            output_names=["logits", *buffer_names(c.n_layers, "_out")],
             dynamic_shapes=shapes,
             opset_version=OPSET,
             dynamo=True,
@@ -95,6 +102,33 @@ def export_onnx(gpt: GPT, path: Path) -> None:
         del node.metadata_props[:]
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def check_parity(gpt: GPT, path: Path, atol: float = 1e-3) -> None:
+    """Run the exported graph beside ``gpt`` (a prefill, then one-token steps at later positions) and
+    refuse a graph that computes something else: a part can trace with a value frozen in."""
+    import numpy as np
+    import onnxruntime as ort
+
+    c = gpt.config
+    ids = torch.randint(0, c.vocab_size, (1, min(c.block_size, 8)), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, _ = gpt.eval()(ids, all_logits=True)  # (1, T, V)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = ["ids", "input_pos", *buffer_names(c.n_layers)]
+    buffers = [b.numpy() for b in KVCache.empty(c, 1).buffers()]
+    half = ids.size(1) // 2
+    got = []
+    for start, end in [(0, half), *((t, t + 1) for t in range(half, ids.size(1)))]:
+        feeds = dict(zip(names, [ids[:, start:end].numpy(), np.arange(start, end), *buffers], strict=True))
+        logits, *buffers = session.run(None, feeds)
+        got.append(logits)
+    worst = float(np.abs(np.concatenate(got, axis=1) - expected.numpy()).max())
+    if not worst <= atol:
+        raise CraftError(
+            f"the exported graph computes different logits from PyTorch (largest difference {worst:.3g}); a part "
+            "was probably traced with a value frozen in (a Python number read from a tensor), so nothing was written"
+        )
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -131,7 +165,21 @@ def export(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        export_onnx(lm.model, tmp / "model.onnx")
+        try:
+            export_onnx(lm.model, tmp / "model.onnx")
+        except Exception as e:  # the exporter's own errors are pages long: give the first line
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)
+            raise CraftError(
+                f"cannot export {ckpt_path}: torch.export could not trace GPT.forward with this model's parts "
+                f"({parts}): {first[:300]}; a part named by import path must be traceable (positions as tensors, "
+                "no Python values read from tensors)"
+            ) from None
+        try:
+            check_parity(lm.model, tmp / "model.onnx")
+        except CraftError as e:
+            parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)
+            raise CraftError(f"cannot export {ckpt_path} ({parts}): {e}") from None
         files = ["model.onnx"]
         if int8:
             quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
@@ -142,7 +190,7 @@ def export(
         hp = lm.hparams
         c = lm.config
         manifest = {
-            "format": "craft-onnx-decoder/1",
+            "format": FORMAT,
             "craft_version": craft.__version__,
             "torch_version": torch.__version__,
             "opset": OPSET,

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric, SumMetric
 
+from craft import generation
 from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning, note
 from craft.generation import SamplingConfig
@@ -96,7 +97,7 @@ class LanguageModel(L.LightningModule):
         self.val_chars = SumMetric()
         self._chars_per_token: torch.Tensor | None = None
         self._last_batch_tokens = 0
-        self._decoders: dict[Any, Any] = {}  # compiled decode steps by package path (weights, batch)
+        self._steps: dict[Any, Any] = {}  # compiled decode steps by package path (weights, batch)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -291,18 +292,13 @@ class LanguageModel(L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(
-                idx,
-                sampling.max_new_tokens,
-                sampling,
-                generator,
-                decoder=self._compiled_decoder(batch_size=1) if hp.compiled_decode else None,
-            )
+            step = self._compiled_step(batch_size=1) if hp.compiled_decode else None
+            out = generation.generate(self.model, idx, sampling, generator, step=step)
         finally:
             self.model.train(was_training)
         return tokenizer.decode(out[0, len(ids) :].tolist())
 
-    def _compiled_decoder(self, batch_size: int):
+    def _compiled_step(self, batch_size: int):
         """The compiled decode step for the current weights, or None where it cannot be used."""
         try:
             fitting = self.trainer.state.fn == TrainerFn.FITTING
@@ -313,14 +309,14 @@ class LanguageModel(L.LightningModule):
         if self.device.type != "cpu":
             warnings.warn("compiled_decode runs on CPU only; generating with eager PyTorch", CraftWarning, stacklevel=3)
             return None
-        from craft.model.decode import compile_decoder, package_path
+        from craft.model.decode import compile_step, package_path
 
         key = package_path(self.model, batch_size)
-        if key not in self._decoders:
+        if key not in self._steps:
             if not key.exists():
                 note(f"compiling the decode step for these weights into {key} (once per checkpoint)")
             try:
-                self._decoders[key] = compile_decoder(self.model, batch_size, path=key)
+                self._steps[key] = compile_step(self.model, batch_size, path=key)
             except Exception as e:  # no C++ compiler, an unsupported part: eager still works
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 warnings.warn(
@@ -329,8 +325,8 @@ class LanguageModel(L.LightningModule):
                     CraftWarning,
                     stacklevel=3,
                 )
-                self._decoders[key] = None
-        return self._decoders[key]
+                self._steps[key] = None
+        return self._steps[key]
 
     def predict_step(self, batch: list[str], batch_idx: int) -> list[dict[str, str]]:
         return [{"prompt": p, "text": self.generate(p)} for p in batch]

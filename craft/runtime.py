@@ -3,7 +3,7 @@
     python -m craft.runtime export/got_char --prompt "Winter" --max-new-tokens 200
     python export/got_char/run.py --prompt "Winter"          # the copy inside an exported folder
 
-Sampling follows ``LanguageModel.generate``: temperature (0 is greedy), top-k, top-p, a seed, a KV
+Generation mirrors ``craft.generation.stream``: temperature (0 is greedy), top-k, top-p, a seed, a KV
 cache (one token of work per step) and the same sliding window once the context is full. Char
 tokenizers need nothing more; BPE tokenizers also need the ``tokenizers`` package (no PyTorch).
 This file imports nothing from craft, so it can be copied anywhere on its own.
@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 GREEDY_BELOW = 1e-6  # as craft.generation
+FORMAT = "craft-onnx-decoder/2"  # as craft.export
 
 
 class RunError(Exception):
@@ -113,17 +114,22 @@ class ExportedModel:
         self.session = ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
         self.tokenizer = load_tokenizer(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
         m = self.manifest
+        if m.get("format") != FORMAT:
+            raise RunError(f"{folder} holds format {m.get('format')!r}; this runtime reads {FORMAT}: export it again")
         self.block_size = m["block_size"]
-        self._cache_shape = (m["n_layers"], m["n_head"], m["head_size"])
+        self._buffer_shape = (m["n_head"], m["block_size"], m["head_size"])
+        self._n_layers = m["n_layers"]
+        self._inputs = ["ids", "input_pos", *(f"{kind}_{i}" for i in range(self._n_layers) for kind in ("k", "v"))]
 
-    def empty_cache(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        L, nh, hs = self._cache_shape
-        z = np.zeros((L, batch, nh, 0, hs), dtype=np.float32)
-        return z, z.copy()
+    def empty_cache(self, batch: int) -> list[np.ndarray]:
+        """``k_0, v_0, k_1, ...``: one zeroed ``(B, n_head, block_size, head_size)`` buffer each."""
+        return [np.zeros((batch, *self._buffer_shape), dtype=np.float32) for _ in range(2 * self._n_layers)]
 
-    def step(self, ids: np.ndarray, past_k: np.ndarray, past_v: np.ndarray):
-        """One decoder call: logits of every new position (B, T, V) and the grown cache."""
-        return self.session.run(None, {"ids": ids.astype(np.int64), "past_k": past_k, "past_v": past_v})
+    def step(self, ids: np.ndarray, input_pos: np.ndarray, cache: list[np.ndarray]):
+        """One decoder call: logits of every new position (B, T, V) and the cache with them written."""
+        feeds = dict(zip(self._inputs, [ids.astype(np.int64), input_pos.astype(np.int64), *cache], strict=True))
+        logits, *cache = self.session.run(None, feeds)
+        return logits, cache
 
     def stream(
         self,
@@ -134,19 +140,20 @@ class ExportedModel:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> Iterator[np.ndarray]:
-        """Yield ``max_new_tokens`` new token columns (B, 1), as ``GPT.stream`` does."""
+        """Yield ``max_new_tokens`` new token columns (B, 1), as ``craft.generation.stream`` does."""
         rng = np.random.default_rng(seed)
         block, keep = self.block_size, max(1, self.block_size // 2)
         ctx = idx[:, -block:]
-        cache = None
+        cache = self.empty_cache(idx.shape[0])
+        filled = 0  # positions of ctx whose keys and values are in the cache
         for _ in range(max_new_tokens):
             if ctx.shape[1] > block:
-                ctx, cache = ctx[:, -keep:], None  # slide: re-encode the newest half of the window
-            if cache is None:
-                logits, k, v = self.step(ctx, *self.empty_cache(ctx.shape[0]))
+                ctx, filled = ctx[:, -keep:], 0  # slide: prefill the newest half of the window again
+            if filled == 0:
+                logits, cache = self.step(ctx, np.arange(ctx.shape[1]), cache)
             else:
-                logits, k, v = self.step(ctx[:, -1:], *cache)
-            cache = (k, v)
+                logits, cache = self.step(ctx[:, -1:], np.array([filled]), cache)
+            filled = ctx.shape[1]
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, rng)
             ctx = np.concatenate([ctx, nxt], axis=1)
             yield nxt

@@ -157,3 +157,21 @@ def test_tampered_files_differ_only_in_strings(trained, tmp_path):
     copy = torch.load(tamper(trained[0], tmp_path / "t.ckpt", norm="canary.Nope"), weights_only=True)
     assert copy["hyper_parameters"]["norm"] == "canary.Nope"
     assert all(torch.equal(copy["state_dict"][k], v) for k, v in original["state_dict"].items())
+
+
+@pytest.mark.slow
+def test_a_custom_part_by_import_path_exports_and_runs_without_torch(tmp_path):
+    """The DyT norm works in every path: eager generation, and an export whose graph craft.export
+    checks against PyTorch before writing; the torch-free runtime then gives PyTorch's greedy text."""
+    from craft.runtime import ExportedModel
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    logs = tmp_path / "logs"
+    part = ["--model.norm", "tests.custom_parts.DyT"]
+    main(["fit", *tiny_args(corpus, logs, *part), "--trainer.max_steps", "5"])
+    ckpt = logs / "tiny" / "checkpoints" / "last.ckpt"
+    export_main(["--ckpt_path", str(ckpt), "--out", str(tmp_path / "out"), *part])
+    lm = LanguageModel.load_from_checkpoint(ckpt, norm="tests.custom_parts.DyT")
+    expected = lm.generate("the ", max_new_tokens=30, temperature=0)
+    assert ExportedModel(tmp_path / "out").generate("the ", max_new_tokens=30, temperature=0) == expected

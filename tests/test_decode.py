@@ -10,9 +10,10 @@ from conftest import tiny_args
 from craft.cli import main
 from craft.data.tokenizers import CharTokenizer
 from craft.errors import CraftWarning
-from craft.generation import SamplingConfig
+from craft.generation import SamplingConfig, generate
 from craft.model import GPT, GPTConfig
-from craft.model.decode import Decoder, StaticDecodeStep
+from craft.model.cache import KVCache
+from craft.model.decode import DecodeStep, compiled
 from craft.module import LanguageModel
 
 needs_compiler = pytest.mark.skipif(
@@ -32,31 +33,30 @@ def tiny_gpt(**fields) -> GPT:
     ids=["learned-gelu-layernorm", "rotary-swiglu-rmsnorm"],
 )
 @pytest.mark.parametrize("sampling", [SamplingConfig(temperature=0), SamplingConfig(0.9, top_k=10)])
-def test_static_step_generates_the_eager_tokens_across_window_slides(fields, sampling):
-    # 40 new tokens with block 16: the context slides (re-encoded eagerly, copied into the buffers)
-    # several times, so both the buffer writes and the reload after a slide are exercised.
+def test_the_exported_step_generates_the_eager_tokens_across_window_slides(fields, sampling):
+    """The step AOTInductor compiles is GPT.forward traced by torch.export: run here as the exported
+    program (no C++ compiler needed), it must give the eager tokens. 40 new tokens with block 16:
+    the context slides (prefilled again into the same buffers) several times."""
     gpt = tiny_gpt(**fields)
+    sampling = SamplingConfig(sampling.temperature, sampling.top_k, sampling.top_p, max_new_tokens=40)
     prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(1))
-    eager = gpt.generate(prompt, 40, sampling, torch.Generator().manual_seed(3))
-    decoder = Decoder(gpt, 2, StaticDecodeStep(gpt))
-    fast = gpt.generate(prompt, 40, sampling, torch.Generator().manual_seed(3), decoder=decoder)
+    example = (torch.zeros(2, 1, dtype=torch.long), torch.tensor([0]), *KVCache.empty(gpt.config, 2).buffers())
+    with torch.no_grad():
+        program = torch.export.export(DecodeStep(gpt), example).module()
+    eager = generate(gpt, prompt, sampling, torch.Generator().manual_seed(3))
+    fast = generate(gpt, prompt, sampling, torch.Generator().manual_seed(3), step=compiled(program))
     assert torch.equal(eager, fast)
 
 
-def test_static_step_logits_match_the_full_forward_pass():
+def test_one_token_steps_match_the_full_forward_pass():
     gpt = tiny_gpt(positions="rotary")
     ids = torch.randint(0, 50, (3, 16), generator=torch.Generator().manual_seed(2))
-    decoder = Decoder(gpt, 3, StaticDecodeStep(gpt))
+    cache = KVCache.empty(gpt.config, 3)
+    step = DecodeStep(gpt)
     with torch.no_grad():
         full, _ = gpt(ids, all_logits=True)
-        steps = torch.cat([decoder(ids[:, [t]], t) for t in range(16)], dim=1)
+        steps = torch.stack([step(ids[:, [t]], torch.tensor([t]), *cache.buffers()) for t in range(16)], dim=1)
     torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
-
-
-def test_a_decoder_for_another_batch_size_is_refused():
-    gpt = tiny_gpt()
-    with pytest.raises(ValueError, match="decoder was built for batch 2, got 1 prompts"):
-        gpt.generate(torch.zeros(1, 1, dtype=torch.long), 3, decoder=Decoder(gpt, 2, StaticDecodeStep(gpt)))
 
 
 @pytest.mark.slow
@@ -101,9 +101,9 @@ def test_generation_falls_back_to_eager_when_the_step_cannot_compile(failure, tm
     compiler = str(tmp_path / "no-such-compiler") if failure == "no compiler" else None
     tokenizer = CharTokenizer(list("abcdefghij "))
     models = []
-    for compiled in (True, False):
+    for use_compiled in (True, False):
         torch.manual_seed(0)
-        lm = LanguageModel(tokenizer.vocab_size, 16, 32, 2, 4, 64, compiled_decode=compiled)
+        lm = LanguageModel(tokenizer.vocab_size, 16, 32, 2, 4, 64, compiled_decode=use_compiled)
         lm.set_tokenizer(tokenizer)
         models.append(lm)
     reason = "could not compile the decode step" + ("" if compiler else r" \(.*child process \(exit code 1")

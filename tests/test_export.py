@@ -62,12 +62,12 @@ def test_fp32_logits_match_pytorch_with_and_without_cache(exported):
     ids = torch.randint(0, lm.config.vocab_size, (2, 12))
     with torch.no_grad():
         full, _ = lm.model(ids, all_logits=True)  # (B, T, V)
-    logits, k, v = rt.step(ids[:, :8].numpy(), *rt.empty_cache(2))
+    logits, cache = rt.step(ids[:, :8].numpy(), np.arange(8), rt.empty_cache(2))  # prefill
     np.testing.assert_allclose(logits, full[:, :8].numpy(), atol=LOGITS_ATOL, rtol=0)
-    for t in range(8, 12):  # one token per call, reading and growing the cache
-        logits, k, v = rt.step(ids[:, t : t + 1].numpy(), k, v)
+    for t in range(8, 12):  # one token per call, reading and writing the cache
+        logits, cache = rt.step(ids[:, t : t + 1].numpy(), np.array([t]), cache)
         np.testing.assert_allclose(logits[:, 0], full[:, t].numpy(), atol=LOGITS_ATOL, rtol=0)
-    assert k.shape == (2, 2, 4, 12, 8)  # (L, B, nh, T, hs)
+    assert len(cache) == 2 * 2 and cache[0].shape == (2, 4, 16, 8)  # per layer k, v: (B, nh, block, hs)
 
 
 @pytest.mark.slow
@@ -86,7 +86,7 @@ def val_bpc(rt: ExportedModel, lm, corpus) -> float:
     nats = chars = 0.0
     for s in range(0, len(ids) - block - 1, block):
         x, y = ids[s : s + block][None], ids[s + 1 : s + block + 1]
-        logits, _, _ = rt.step(x, *rt.empty_cache(1))
+        logits, _ = rt.step(x, np.arange(block), rt.empty_cache(1))
         z = logits[0] - logits[0].max(-1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
         nats -= logp[np.arange(block), y].sum()

@@ -3,8 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from craft.errors import ConfigError
-from craft.generation import SamplingConfig
+from craft.generation import SamplingConfig, generate
 from craft.model import GPT, GPTConfig
+from craft.model.cache import KVCache
 
 
 def expected_params(V: int, T: int, d: int, L: int, h: int) -> int:
@@ -57,9 +58,9 @@ VARIANTS = [
 def test_kv_cache_generation_equals_uncached(new_tokens, variant):
     m = tiny(**variant)
     prompt = torch.randint(0, 20, (2, 5))
-    greedy = SamplingConfig(temperature=0)
-    cached = m.generate(prompt, new_tokens, greedy, use_cache=True)
-    uncached = m.generate(prompt, new_tokens, greedy, use_cache=False)
+    greedy = SamplingConfig(temperature=0, max_new_tokens=new_tokens)
+    cached = generate(m, prompt, greedy, use_cache=True)
+    uncached = generate(m, prompt, greedy, use_cache=False)
     assert cached.shape == (2, 5 + new_tokens)
     assert torch.equal(cached, uncached)
 
@@ -68,11 +69,11 @@ def test_kv_cache_generation_equals_uncached(new_tokens, variant):
 def test_kv_cache_logits_match_full_forward(variant):
     m = tiny(**variant)
     x = torch.randint(0, 20, (1, 12))
-    cache = [None] * 2
-    m(x[:, :8], cache=cache)
+    cache = KVCache.empty(m.config, 1)
+    m(x[:, :8], cache=cache)  # prefill, positions 0..7
     step_logits = []
     for t in range(8, 12):
-        logits, _ = m(x[:, t : t + 1], cache=cache, start_pos=t)
+        logits, _ = m(x[:, t : t + 1], cache=cache, input_pos=torch.tensor([t]))
         step_logits.append(logits[:, -1])
     full, _ = m(x, x)
     torch.testing.assert_close(torch.stack(step_logits, 1), full[:, 8:12], atol=1e-5, rtol=1e-5)
@@ -81,13 +82,13 @@ def test_kv_cache_logits_match_full_forward(variant):
 def test_temperature_zero_is_deterministic_and_sampling_is_seeded():
     m = tiny()
     prompt = torch.randint(0, 20, (1, 3))
-    a = m.generate(prompt, 20, SamplingConfig(temperature=0))
-    b = m.generate(prompt, 20, SamplingConfig(temperature=0))
-    assert torch.equal(a, b)
-    s = SamplingConfig(temperature=1.0, top_k=5)
-    c = m.generate(prompt, 20, s, torch.Generator().manual_seed(1))
-    d = m.generate(prompt, 20, s, torch.Generator().manual_seed(1))
+    greedy = SamplingConfig(temperature=0, max_new_tokens=20)
+    assert torch.equal(generate(m, prompt, greedy), generate(m, prompt, greedy))
+    s = SamplingConfig(temperature=1.0, top_k=5, max_new_tokens=20)
+    c = generate(m, prompt, s, torch.Generator().manual_seed(1))
+    d = generate(m, prompt, s, torch.Generator().manual_seed(1))
     assert torch.equal(c, d)
+    assert not torch.equal(c, generate(m, prompt, s, torch.Generator().manual_seed(2)))
 
 
 def test_modern_variant_uses_its_parts_at_a_comparable_parameter_count():
@@ -197,3 +198,23 @@ def test_cpu_dropout_keeps_a_bool_mask_scales_kept_values_and_routes_gradients_t
     (grad,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(grad, kept.float() / (1 - p))
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_generation_stops_where_the_stop_condition_says():
+    from craft.generation import stream
+
+    m = tiny()
+    prompt = torch.randint(0, 20, (1, 3))
+    full = generate(m, prompt, SamplingConfig(temperature=0, max_new_tokens=30))
+    target = int(full[0, 3 + 10])  # the 11th new token
+    first = next(i for i in range(30) if int(full[0, 3 + i]) == target)
+    stopped = list(stream(m, prompt, SamplingConfig(temperature=0, max_new_tokens=30), stop=lambda t: int(t) == target))
+    assert len(stopped) == first + 1 and torch.equal(torch.cat([prompt, *stopped], 1), full[:, : 3 + first + 1])
+
+
+def test_the_cache_is_created_per_call_and_never_stored_on_the_module():
+    m = tiny()
+    before = {name for name, _ in m.named_buffers()}
+    generate(m, torch.zeros(1, 1, dtype=torch.long), SamplingConfig(temperature=0, max_new_tokens=5))
+    assert {name for name, _ in m.named_buffers()} == before
+    assert not any(isinstance(v, KVCache) for mod in m.modules() for v in vars(mod).values())

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from craft.data.datamodule import WindowBatchSampler
 from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
-from craft.generation import SamplingConfig, sample_next
+from craft.generation import SamplingConfig, generate, sample_next
 from craft.model import GPT, GPTConfig
 
 
@@ -73,11 +73,11 @@ MODEL = GPT(GPTConfig(vocab_size=11, block_size=8, d_model=16, n_layers=1, n_hea
 @settings(max_examples=60, deadline=None)
 def test_no_valid_sampling_settings_crash(temperature, top_k, top_p, new_tokens):
     sampling = (
-        SamplingConfig(temperature, top_k, top_p).for_vocab(11)
+        SamplingConfig(temperature, top_k, top_p, new_tokens).for_vocab(11)
         if top_k and top_k > 11
-        else SamplingConfig(temperature, top_k, top_p)
+        else SamplingConfig(temperature, top_k, top_p, new_tokens)
     )
-    out = MODEL.generate(torch.tensor([[1, 2]]), new_tokens, sampling, torch.Generator().manual_seed(0))
+    out = generate(MODEL, torch.tensor([[1, 2]]), sampling, torch.Generator().manual_seed(0))
     assert out.shape == (1, 2 + new_tokens) and int(out.min()) >= 0 and int(out.max()) < 11
     logits = torch.randn(3, 11)
     picks = sample_next(logits, sampling, torch.Generator().manual_seed(1))

@@ -8,8 +8,10 @@ in ``gpt.py``, ``module.py``, the data code or the CLI changes. Measured memory 
 - norm:      ``cls(d_model: int, bias: bool)``, maps ``(B, T, C)`` to ``(B, T, C)``.
 - mlp:       ``cls(config: GPTConfig)``, maps ``(B, T, C)`` to ``(B, T, C)``; name the output
              projection ``proj`` to get the scaled residual init.
-- positions: ``cls(config: GPTConfig)`` with ``embed(x, start_pos)`` (on the token embeddings) and
-             ``rotate(q, k, start_pos)`` (on each layer's queries and keys, ``(B, nh, T, hs)``).
+- positions: ``cls(config: GPTConfig)`` with ``embed(x, pos)`` (on the token embeddings) and
+             ``rotate(q, k, pos)`` (on each layer's queries and keys, ``(B, nh, T, hs)``), where
+             ``pos`` ``(T,)`` holds the tokens' positions (a tensor, so compiled and exported
+             steps take it as an input).
 """
 
 from __future__ import annotations
@@ -96,11 +98,10 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(config.block_size, config.d_model)
 
-    def embed(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
-        pos = torch.arange(start_pos, start_pos + x.size(1), device=x.device)
+    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return x + self.emb(pos)
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
 
 
@@ -119,13 +120,11 @@ class RotaryPositions(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def embed(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return x
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-        T = q.size(2)
-        cos = self.cos[start_pos : start_pos + T].to(q.dtype)  # (T, hs/2)
-        sin = self.sin[start_pos : start_pos + T].to(q.dtype)
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.cos[pos].to(q.dtype), self.sin[pos].to(q.dtype)  # (T, hs/2)
         return _rotate_half_pairs(q, cos, sin), _rotate_half_pairs(k, cos, sin)
 
 

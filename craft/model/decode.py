@@ -1,16 +1,14 @@
-"""Fast batch-B generation on CPU: one decode step compiled ahead of time (AOTInductor).
+"""Fast batch-B generation on CPU: the model's own one-token forward, compiled ahead of time.
 
-A cached decode step in eager PyTorch is ~200 small kernels, each with a fixed cost of ~17 µs on a
-small CPU: at batch 1 that, not arithmetic, bounds the speed. Here the step is written with fixed
-shapes (a key/value buffer of ``block_size`` slots per layer, written in place, attention masked to
-the filled slots), exported with ``torch.export`` and compiled by AOTInductor into one C++ function.
+A cached decode step in eager PyTorch is ~200 small kernels, each with a fixed cost on a small CPU:
+at batch 1 that, not arithmetic, bounds the speed. ``GPT.forward`` with a ``KVCache`` has fixed
+shapes (one ``block_size``-slot key and value buffer per layer, written in place, attention masked to
+the filled slots), so ``torch.export`` traces it as it is (``DecodeStep`` only passes the buffers
+in) and AOTInductor compiles it into one C++ function. There is no second implementation.
 
-The prompt (and each re-encoded window after the context slides) still runs through the eager
-model, whose keys and values are copied into the buffers; every new token then takes one call.
-
-Compiling takes ~40 s here and needs a C++ compiler; the result is cached on disk per weights, shape,
-batch size, thread count and torch version (``$XDG_CACHE_HOME/craft/decode``, else ``~/.cache/craft/decode``),
-so a checkpoint is compiled once.
+Compiling needs a C++ compiler and takes tens of seconds (benchmarks/README.md); the result is cached
+on disk per weights, shape, batch size, thread count and torch version (``$XDG_CACHE_HOME/craft/decode``,
+else ``~/.cache/craft/decode``), so a checkpoint is compiled once.
 """
 
 from __future__ import annotations
@@ -22,95 +20,49 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from craft.errors import ConfigError
-from craft.model.blocks import LearnedPositions, RotaryPositions, _rotate_half_pairs
+from craft.generation import Step
+from craft.model.cache import KVCache
 
 # Bump when the step's code changes, so stale compiled packages are not reused.
-STEP_VERSION = 3
+STEP_VERSION = 4
+SDPA = torch.ops.aten.scaled_dot_product_attention.default
 
-Step = Callable[..., torch.Tensor]
 
-
-class StaticDecodeStep(nn.Module):
-    """``(token (B, 1), pos (1,), k_0, v_0, k_1, v_1, ...) -> logits (B, V)``, one new token per row.
-
-    Each ``k_i`` / ``v_i`` is layer ``i``'s ``(B, n_head, block_size, head_size)`` buffer; slot
-    ``pos`` is written in place and attention sees slots ``0..pos``. One buffer per layer, not one
-    stacked tensor: an in-place write into a slice of a stacked input is functionalised by export
-    into copies of the whole stack (60-70% of the step, measured; benchmarks/README.md).
-    """
+class DecodeStep(nn.Module):
+    """``(token (B, 1), pos (1,), k_0, v_0, k_1, v_1, ...) -> logits (B, V)``: ``GPT.forward`` with
+    the cache's buffers as inputs (written in place at slot ``pos``)."""
 
     def __init__(self, gpt: nn.Module) -> None:
         super().__init__()
-        if not isinstance(gpt.positions, (LearnedPositions, RotaryPositions)):
-            raise ConfigError(
-                f"the compiled decode step knows learned and rotary positions, not {type(gpt.positions).__name__}"
-            )
         self.gpt = gpt
 
-    def forward(self, token: torch.Tensor, pos: torch.Tensor, *kv: torch.Tensor):
-        g, c = self.gpt, self.gpt.config
-        B, C, nh, hs = token.size(0), c.d_model, c.n_head, c.head_size
-        x = g.tok_emb(token)  # (B, 1, C)
-        if isinstance(g.positions, LearnedPositions):
-            x = x + g.positions.emb(pos)
-        hidden = torch.arange(c.block_size, device=token.device) > pos  # slots not yet written
-        for i, blk in enumerate(g.blocks):
-            q, k, v = blk.attn.qkv(blk.ln_1(x)).split(C, dim=2)
-            q, k, v = (t.view(B, 1, nh, hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, 1, hs)
-            if isinstance(g.positions, RotaryPositions):
-                cos, sin = g.positions.cos[pos].to(q.dtype), g.positions.sin[pos].to(q.dtype)
-                q, k = _rotate_half_pairs(q, cos, sin), _rotate_half_pairs(k, cos, sin)
-            keys, values = kv[2 * i], kv[2 * i + 1]
-            keys.index_copy_(2, pos, k)
-            values.index_copy_(2, pos, v)
-            # Written out rather than scaled_dot_product_attention: the compiler fuses these into
-            # its own loops, where the library call would be one more fixed cost per layer.
-            scores = (q @ keys.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, 1, block)
-            att = scores.masked_fill(hidden, float("-inf")).softmax(dim=-1)
-            y = (att @ values).transpose(1, 2).reshape(B, 1, C)
-            x = x + blk.attn.proj(y)
-            x = x + blk.mlp(blk.ln_2(x))
-        return g.head(g.ln_f(x))[:, -1]  # (B, V)
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, *buffers: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.gpt(token, cache=KVCache.from_buffers(buffers), input_pos=pos)
+        return logits[:, -1]
 
 
-def kv_buffers(config, batch_size: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """Zeroed ``k_0, v_0, k_1, v_1, ...``: one ``(B, n_head, block_size, head_size)`` buffer each."""
-    shape = (batch_size, config.n_head, config.block_size, config.head_size)
-    return [torch.zeros(shape, device=device) for _ in range(2 * config.n_layers)]
+def masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``scaled_dot_product_attention`` as the ops a compiler fuses (for export only): the masked
+    scores, a softmax, a matmul. It covers what ``GPT.forward`` uses with a cache: a boolean mask
+    over the slots, no dropout."""
+    if dropout_p or is_causal or enable_gqa or attn_mask is None or attn_mask.dtype != torch.bool:
+        raise ConfigError("the compiled decode step expects attention with a boolean cache mask and nothing else")
+    scores = (q @ k.transpose(-2, -1)) * (scale if scale is not None else 1.0 / math.sqrt(q.size(-1)))
+    return scores.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1) @ v
 
 
-class Decoder:
-    """The key/value buffers of one generation and the step that reads and writes them.
-
-    ``step`` is the compiled function (see ``compile_decoder``) or, for tests and reference,
-    a ``StaticDecodeStep`` run eagerly.
-    """
-
-    def __init__(self, gpt: nn.Module, batch_size: int, step: Step) -> None:
-        device = next(gpt.parameters()).device
-        self.batch_size = batch_size
-        self.kv = kv_buffers(gpt.config, batch_size, device)
-        loader = getattr(step, "loader", None)  # a compiled package: skip its per-call pytree work
-        self._run = (lambda *inputs: loader.boxed_run(list(inputs))[0]) if loader is not None else step
-        self._pos = [torch.tensor([p], device=device) for p in range(gpt.config.block_size)]
-
-    def load(self, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Take the keys and values of an eager forward pass over the context (slots 0..T-1)."""
-        T = cache[0][0].size(2)
-        for i, (k, v) in enumerate(cache):
-            self.kv[2 * i][:, :, :T] = k
-            self.kv[2 * i + 1][:, :, :T] = v
-
-    def __call__(self, token: torch.Tensor, pos: int) -> torch.Tensor:
-        """Logits ``(B, 1, V)`` for ``token`` ``(B, 1)`` at position ``pos``."""
-        return self._run(token, self._pos[pos], *self.kv).unsqueeze(1)
+def compiled(run) -> Step:
+    """A ``Step`` (``craft.generation``) from a compiled package's runner."""
+    loader = getattr(run, "loader", None)  # skip the package's per-call pytree work
+    if loader is not None:
+        return lambda token, pos, cache: loader.boxed_run([token, pos, *cache.buffers()])[0]
+    return lambda token, pos, cache: run(token, pos, *cache.buffers())
 
 
 def cache_dir() -> Path:
@@ -119,10 +71,9 @@ def cache_dir() -> Path:
 
 
 def compiled_threads(batch_size: int) -> int:
-    """Threads compiled into the step's loops. At batch 1 one thread: the step is ~250 µs of small
-    loops, and on a shared 2-core VM a second thread bought nothing steady (208-393 µs per step
-    against 219-307 with one, alternated in one process) and made the speed swing per process
-    (benchmarks/README.md)."""
+    """Threads compiled into the step's loops. At batch 1 one thread: the step is a few hundred
+    microseconds of small loops, where a second thread bought no steady gain and made the speed
+    swing from process to process (measured in benchmarks/README.md)."""
     return 1 if batch_size == 1 else torch.get_num_threads()
 
 
@@ -153,10 +104,9 @@ step(torch.zeros(shapes[0][0], 1, dtype=torch.long), torch.tensor([0]), *(torch.
 def trial_step(package: str, shapes: list[list[int]]) -> None:
     """Load ``package`` and run one step in a child process; ``RuntimeError`` if that fails or crashes.
 
-    A package that compiles can still crash its loader: on one GPU machine's image (torch
-    2.11.0+cu130) loading segfaulted inside the package's own C++ (std::regex parsing its device
-    string). In a child the crash costs a warning and eager generation, not the user's process,
-    and such a package is never cached.
+    A package that compiles can still crash its loader (seen on one GPU machine's image; see
+    benchmarks/README.md). In a child the crash costs a warning and eager generation, not the
+    user's process, and such a package is never cached.
     """
     cmd = [sys.executable, "-c", _TRIAL, package, json.dumps(shapes)]
     try:
@@ -169,13 +119,14 @@ def trial_step(package: str, shapes: list[list[int]]) -> None:
         raise RuntimeError(f"the compiled decode step failed to load and run a step in a child process ({how}: {last})")
 
 
-def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None, path: Path | None = None) -> Decoder:
-    """A ``Decoder`` whose step is compiled by AOTInductor, or loaded if compiled before.
+def compile_step(gpt: nn.Module, batch_size: int, folder: Path | None = None, path: Path | None = None) -> Step:
+    """The decode ``Step`` of ``gpt`` compiled by AOTInductor, or loaded if compiled before.
 
     ``path`` (from ``package_path``) saves hashing the weights again. CPU float32 only. A new
     package is loaded and run once in a child process (``trial_step``) before it is cached. Raises
     ``RuntimeError`` when compiling fails (e.g. without a C++ compiler) or the trial fails; callers
-    fall back to eager generation.
+    fall back to eager generation. A part named by import path works here when ``torch.export``
+    can trace it; otherwise the export's error is the reason given.
     """
     if next(gpt.parameters()).device.type != "cpu":
         raise ConfigError("the compiled decode step runs on CPU only; generate on this device without it")
@@ -183,9 +134,14 @@ def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None,
     folder = path.parent
     if not path.exists():
         token, pos = torch.zeros(batch_size, 1, dtype=torch.long), torch.tensor([0])
-        example = (token, pos, *kv_buffers(gpt.config, batch_size))
+        example = (token, pos, *KVCache.empty(gpt.config, batch_size).buffers())
         with torch.no_grad():
-            exported = torch.export.export(StaticDecodeStep(gpt).eval(), example)
+            exported = torch.export.export(DecodeStep(gpt).eval(), example)
+            # Attention as its primitive ops, which the compiler fuses into its own loops over the
+            # cache buffers; left as one library call it makes the step much slower (benchmarks/README.md).
+            exported = exported.run_decompositions(
+                {torch.ops.aten.scaled_dot_product_attention.default: masked_attention}
+            )
         folder.mkdir(parents=True, exist_ok=True)
         # Compile to a temporary name and rename: an interrupted compile leaves no broken package.
         fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=folder)
@@ -202,4 +158,4 @@ def compile_decoder(gpt: nn.Module, batch_size: int, folder: Path | None = None,
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-    return Decoder(gpt, batch_size, torch._inductor.aoti_load_package(str(path)))
+    return compiled(torch._inductor.aoti_load_package(str(path)))

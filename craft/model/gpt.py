@@ -1,65 +1,60 @@
 """A decoder-only transformer language model in plain PyTorch (no Lightning in this file).
 
-Read top to bottom: attention -> block -> GPT (forward, generate, parameter count). The config is
-``config.py``; norms, MLPs and position schemes are swappable parts in ``blocks.py``, picked by name.
+Read top to bottom: attention -> block -> GPT (one forward, parameter count). The config is
+``config.py``; norms, MLPs and position schemes are swappable parts in ``blocks.py``, picked by name;
+the KV cache is ``cache.py``; the token loop that generates text is ``craft/generate.py``.
+
+One forward serves every path: training and uncached scoring (no cache), and with a ``KVCache``
+the prefill of a prompt, each one-token decode step, the compiled decode step and the ONNX export,
+which trace this same code.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from craft.generation import SamplingConfig, sample_next
 from craft.model.blocks import resolve
+from craft.model.cache import KVCache
 from craft.model.config import GPTConfig
 from craft.model.kernels import Dropout
-
-if TYPE_CHECKING:
-    from craft.model.decode import Decoder
-
-
-KVCache = list[tuple[torch.Tensor, torch.Tensor] | None]
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.dropout = config.dropout
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, positions: nn.Module, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: nn.Module,
+        input_pos: torch.Tensor,
+        cache: tuple[KVCache, int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        q, k = positions.rotate(q, k, cache[0].size(2) if cache is not None else 0)
-        if cache is not None:
-            k = torch.cat([cache[0], k], dim=2)  # (B, nh, T_past + T, hs)
-            v = torch.cat([cache[1], v], dim=2)
-        # With a cache, the T new queries sit at the end of the T_past + T keys. A single new
-        # query may see every key; a longer chunk needs the causal mask offset by T_past. An
-        # exported graph has symbolic shapes, so it always takes the general (masked) path.
-        t_past = k.size(2) - T
-        exporting = torch.onnx.is_in_onnx_export()
-        if t_past == 0 and not exporting:
+        q, k = positions.rotate(q, k, input_pos)
+        if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1 and not exporting:
-            y = F.scaled_dot_product_attention(q, k, v)
         else:
-            key_pos = torch.arange(k.size(2), device=x.device)
-            query_pos = torch.arange(T, device=x.device) + t_past
-            mask = key_pos[None, :] <= query_pos[:, None]  # (T, T_past + T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            # The new keys and values go into their slots; the queries see every slot up to their
+            # own position (the mask), over the whole fixed-size buffer.
+            kv, layer, visible = cache
+            keys, values = kv.write(layer, input_pos, k, v)  # (B, nh, block, hs) each
+            if keys.dtype != q.dtype:  # under autocast
+                keys, values = keys.to(q.dtype), values.to(q.dtype)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.proj(y)), (k, v)
+        return self.resid_dropout(self.proj(y))
 
 
 class Block(nn.Module):
@@ -71,11 +66,9 @@ class Block(nn.Module):
         self.ln_2 = norm(config.d_model, bias=config.bias)
         self.mlp = resolve("mlp", config.mlp)(config)
 
-    def forward(self, x: torch.Tensor, positions: nn.Module, cache=None):
-        a, cache = self.attn(self.ln_1(x), positions, cache)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, cache
+    def forward(self, x: torch.Tensor, positions: nn.Module, input_pos: torch.Tensor, cache=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), positions, input_pos, cache)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -94,6 +87,11 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+        # Positions, and which cache slots a query at each position may see (litgpt's mask cache):
+        # buffers, so they follow the model's device; not saved, they follow from the config.
+        block = config.block_size
+        self.register_buffer("slots", torch.arange(block), persistent=False)
+        self.register_buffer("causal", torch.ones(block, block, dtype=torch.bool).tril(), persistent=False)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -122,84 +120,33 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        start_pos: int = 0,
+        input_pos: torch.Tensor | None = None,
         all_logits: bool = False,
-    ):
-        """Return ``(logits, loss)``; with ``cache`` (a list, one entry per layer) it is read and updated.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(logits, loss)`` for ``idx`` ``(B, T)``.
 
+        Without a cache the tokens sit at positions ``0..T-1``. With ``cache`` they sit at
+        ``input_pos`` ``(T,)`` (default ``0..T-1``, a prefill); their keys and values are written
+        into the cache, and each attends to every cached slot up to its own position.
         Without targets only the last position's logits are computed (generation needs no more),
         unless ``all_logits``.
         """
         B, T = idx.shape
-        if not torch.onnx.is_in_onnx_export() and start_pos + T > self.config.block_size:
-            raise ValueError(f"sequence of {start_pos + T} tokens exceeds block_size {self.config.block_size}")
-        x = self.drop(self.positions.embed(self.tok_emb(idx), start_pos))  # (B, T, C)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+        if input_pos is None:
+            input_pos = self.slots[:T]
+        layer_cache = None
+        if cache is not None:
+            visible = self.causal[input_pos]  # (T, block): the slots each query may see
+        x = self.drop(self.positions.embed(self.tok_emb(idx), input_pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, self.positions, cache[i] if cache is not None else None)
             if cache is not None:
-                cache[i] = layer_cache
+                layer_cache = (cache, i, visible)
+            x = block(x, self.positions, input_pos, layer_cache)
         x = self.ln_f(x)
         if targets is None:
             return self.head(x if all_logits else x[:, [-1], :]), None  # (B, T or 1, V)
         logits = self.head(x)  # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
-
-    @torch.no_grad()
-    def stream(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        sampling: SamplingConfig | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        decoder: Decoder | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield ``max_new_tokens`` new token columns ``(B, 1)``, one per step.
-
-        The KV cache lives only inside this call. When the context reaches ``block_size`` it
-        slides: the newest ``block_size // 2`` tokens are re-encoded (cached keys were computed
-        at positions that no longer hold) and generation goes on from there. With
-        ``use_cache=False`` every step re-runs the same context from scratch, the reference
-        the cached path must equal. A ``decoder`` (``craft.model.decode``) takes the one-token
-        steps in fixed buffers, in one compiled call each; the context still runs eagerly.
-        """
-        if decoder is not None and decoder.batch_size != idx.size(0):
-            raise ValueError(f"decoder was built for batch {decoder.batch_size}, got {idx.size(0)} prompts")
-        sampling = sampling or SamplingConfig()
-        block = self.config.block_size
-        keep = max(1, block // 2)
-        ctx = idx[:, -block:]
-        cache: KVCache | None = None
-        for _ in range(max_new_tokens):
-            if ctx.size(1) > block:
-                ctx = ctx[:, -keep:]
-                cache = None
-            if not use_cache:
-                logits, _ = self(ctx)
-            elif cache is None:
-                cache = [None] * len(self.blocks)
-                logits, _ = self(ctx, cache=cache)
-                if decoder is not None:
-                    decoder.load(cache)
-            elif decoder is not None:
-                logits = decoder(ctx[:, -1:], ctx.size(1) - 1)
-            else:
-                logits, _ = self(ctx[:, -1:], cache=cache, start_pos=ctx.size(1) - 1)
-            nxt = sample_next(logits[:, -1, :], sampling, generator)  # (B, 1)
-            ctx = torch.cat([ctx, nxt], dim=1)
-            yield nxt
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        sampling: SamplingConfig | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        decoder: Decoder | None = None,
-    ) -> torch.Tensor:
-        """Return ``idx`` followed by ``max_new_tokens`` sampled tokens, ``(B, T + max_new_tokens)``."""
-        new = list(self.stream(idx, max_new_tokens, sampling, generator, use_cache, decoder))
-        return torch.cat([idx, *new], dim=1)
