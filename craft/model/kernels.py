@@ -17,9 +17,9 @@ class Dropout(nn.Dropout):
 
     On CPU, PyTorch's dropout draws float noise with ``bernoulli_`` and keeps that 4-byte tensor
     for the backward pass. This keeps a bool mask drawn with ``torch.rand`` instead: a quarter of
-    the memory per dropout site, and one got_char site's forward + backward takes 22 ms instead of
-    28 on a 2-core CPU (benchmarks/attention_dropout.py). Elsewhere (CUDA's fused kernel, eval, no
-    grad) it is ``nn.Dropout``. Same distribution, same global generator.
+    the memory per dropout site, and faster on a small CPU (measured by
+    benchmarks/attention_dropout.py; figures in benchmarks/README.md). Elsewhere (CUDA's fused
+    kernel, eval, no grad) it is ``nn.Dropout``. Same distribution, same global generator.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,9 +47,10 @@ class GeluProj(torch.autograd.Function):
 
     Plain autograd keeps two ``(B, T, d_hid)`` tensors per layer, the largest activations: ``h``
     for GELU's gradient and ``gelu(h)`` for the projection's weight gradient. This recomputes
-    ``gelu(h)`` in the backward pass instead, one elementwise pass for one fewer buffer: 192 MB
-    less peak memory at got_char's shape, and faster on CPU, where each fresh 32 MiB buffer costs
-    8,192 page faults (benchmarks/README.md). Gradients equal autograd's (tests/test_model.py).
+    ``gelu(h)`` in the backward pass instead, one elementwise pass for one fewer buffer: less peak
+    memory, and faster on CPU, where each fresh large buffer costs page faults (measured by
+    benchmarks/mlp_recompute.py; figures in benchmarks/README.md). Gradients equal autograd's
+    (tests/test_model.py).
     """
 
     @staticmethod
