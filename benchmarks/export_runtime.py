@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 
 from craft.data import TextDataModule, Tokenizer
 from craft.export import export
-from craft.generation import SamplingConfig
+from craft.generation import SamplingConfig, generate
 from craft.module import LanguageModel
 from craft.runtime import ExportedModel
 
@@ -117,10 +117,10 @@ def main() -> None:
         manifest = export(args.ckpt_path, out, int8=True)
         runtimes = {"onnxruntime fp32": ExportedModel(out), "onnxruntime int8": ExportedModel(out, int8=True)}
         prompt = torch.tensor([lm.tokenizer.encode("\n")])
-        greedy = SamplingConfig(temperature=0)
+        greedy = SamplingConfig(temperature=0, max_new_tokens=args.new_tokens)
         contenders = {
-            "PyTorch fp32, KV cache": lambda: lm.model.generate(prompt, args.new_tokens, greedy),
-            "PyTorch fp32, no cache": lambda: lm.model.generate(prompt, args.new_tokens, greedy, use_cache=False),
+            "PyTorch fp32, KV cache": lambda: generate(lm.model, prompt, greedy),
+            "PyTorch fp32, no cache": lambda: generate(lm.model, prompt, greedy, use_cache=False),
             **{
                 name: (lambda rt=rt: list(rt.stream(prompt.numpy(), args.new_tokens, temperature=0)))
                 for name, rt in runtimes.items()
