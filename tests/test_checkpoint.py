@@ -99,13 +99,23 @@ def test_python_m_craft_predict_from_the_checkpoints_folder_imports_nothing(trai
     assert not (tmp_path / "imported").exists()
 
 
-def test_checkpoint_with_a_custom_part_predicts_only_when_the_user_names_it(tmp_path, capsys):
-    corpus = tmp_path / "corpus.txt"
+DYT = ["--model.norm", "tests.custom_parts.DyT"]
+
+
+@pytest.fixture(scope="module")
+def dyt_run(tmp_path_factory):
+    """A tiny run trained with a norm of the user's own, named by import path."""
+    tmp = tmp_path_factory.mktemp("dyt")
+    corpus = tmp / "corpus.txt"
     corpus.write_text(make_text(20_000), encoding="utf-8")
-    logs = tmp_path / "logs"
-    dyt = ["--model.norm", "tests.custom_parts.DyT"]
-    main(["fit", *tiny_args(corpus, logs, *dyt), "--trainer.max_steps", "5"])
-    ckpt = logs / "tiny" / "checkpoints" / "last.ckpt"
+    main(["fit", *tiny_args(corpus, tmp / "logs", *DYT), "--trainer.max_steps", "5"])
+    return tmp / "logs" / "tiny" / "checkpoints" / "last.ckpt", corpus
+
+
+def test_checkpoint_with_a_custom_part_predicts_only_when_the_user_names_it(dyt_run, tmp_path, capsys):
+    ckpt, corpus = dyt_run
+    logs = ckpt.parents[2]
+    dyt = DYT
     assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["norm"] == "tests.custom_parts.DyT"
     predict = ["predict", *tiny_args(corpus, logs), "--ckpt_path", "last", "--data.prompts", '["the "]']
     capsys.readouterr()
@@ -160,18 +170,13 @@ def test_tampered_files_differ_only_in_strings(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_custom_part_by_import_path_exports_and_runs_without_torch(tmp_path):
+def test_a_custom_part_by_import_path_exports_and_runs_without_torch(dyt_run, tmp_path):
     """The DyT norm works in every path: eager generation, and an export whose graph craft.export
     checks against PyTorch before writing; the torch-free runtime then gives PyTorch's greedy text."""
     from craft.runtime import ExportedModel
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(make_text(20_000), encoding="utf-8")
-    logs = tmp_path / "logs"
-    part = ["--model.norm", "tests.custom_parts.DyT"]
-    main(["fit", *tiny_args(corpus, logs, *part), "--trainer.max_steps", "5"])
-    ckpt = logs / "tiny" / "checkpoints" / "last.ckpt"
-    export_main(["--ckpt_path", str(ckpt), "--out", str(tmp_path / "out"), *part])
+    ckpt, _ = dyt_run
+    export_main(["--ckpt_path", str(ckpt), "--out", str(tmp_path / "out"), *DYT])
     lm = LanguageModel.load_from_checkpoint(ckpt, norm="tests.custom_parts.DyT")
     expected = lm.generate("the ", max_new_tokens=30, temperature=0)
     assert ExportedModel(tmp_path / "out").generate("the ", max_new_tokens=30, temperature=0) == expected
