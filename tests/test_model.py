@@ -218,3 +218,11 @@ def test_the_cache_is_created_per_call_and_never_stored_on_the_module():
     generate(m, torch.zeros(1, 1, dtype=torch.long), SamplingConfig(temperature=0, max_new_tokens=5))
     assert {name for name, _ in m.named_buffers()} == before
     assert not any(isinstance(v, KVCache) for mod in m.modules() for v in vars(mod).values())
+
+
+def test_cached_generation_runs_under_bf16_autocast():
+    """As in a bf16-mixed predict: the cache stays float32, attention runs in the autocast dtype."""
+    m = tiny()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = generate(m, torch.zeros(2, 3, dtype=torch.long), SamplingConfig(temperature=0, max_new_tokens=20))
+    assert out.shape == (2, 23) and int(out.max()) < 20

@@ -30,7 +30,7 @@ from craft.generation import Step
 from craft.model.cache import KVCache
 
 # Bump when the step's code changes, so stale compiled packages are not reused.
-STEP_VERSION = 4
+STEP_VERSION = 5
 SDPA = torch.ops.aten.scaled_dot_product_attention.default
 
 
@@ -49,12 +49,12 @@ class DecodeStep(nn.Module):
 
 def masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """``scaled_dot_product_attention`` as the ops a compiler fuses (for export only): the masked
-    scores, a softmax, a matmul. It covers what ``GPT.forward`` uses with a cache: a boolean mask
+    scores, a softmax, a matmul. It covers what ``GPT.forward`` uses with a cache: an additive mask
     over the slots, no dropout."""
-    if dropout_p or is_causal or enable_gqa or attn_mask is None or attn_mask.dtype != torch.bool:
-        raise ConfigError("the compiled decode step expects attention with a boolean cache mask and nothing else")
+    if dropout_p or is_causal or enable_gqa or attn_mask is None or attn_mask.dtype == torch.bool:
+        raise ConfigError("the compiled decode step expects attention with an additive cache mask and nothing else")
     scores = (q @ k.transpose(-2, -1)) * (scale if scale is not None else 1.0 / math.sqrt(q.size(-1)))
-    return scores.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1) @ v
+    return (scores + attn_mask).softmax(dim=-1) @ v
 
 
 def compiled(run) -> Step:

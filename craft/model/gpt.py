@@ -51,7 +51,7 @@ class CausalSelfAttention(nn.Module):
             kv, layer, visible = cache
             keys, values = kv.write(layer, input_pos, k, v)  # (B, nh, block, hs) each
             if keys.dtype != q.dtype:  # under autocast
-                keys, values = keys.to(q.dtype), values.to(q.dtype)
+                keys, values, visible = keys.to(q.dtype), values.to(q.dtype), visible.to(q.dtype)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
@@ -138,7 +138,9 @@ class GPT(nn.Module):
             input_pos = self.slots[:T]
         layer_cache = None
         if cache is not None:
-            visible = self.causal[input_pos]  # (T, block): the slots each query may see
+            # (T, block): 0 where a query may see a slot, -inf where not; made additive here, once,
+            # rather than by every layer's attention call from a boolean mask.
+            visible = torch.where(self.causal[input_pos], 0.0, float("-inf"))
         x = self.drop(self.positions.embed(self.tok_emb(idx), input_pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             if cache is not None:
