@@ -33,9 +33,13 @@ PART_FIELDS = tuple(REGISTRY)  # the config fields that name a class: norm, mlp,
 Hint = Callable[[str, str], str]
 
 
+def option(field: str) -> str:
+    """The command-line option that names a class for ``field`` (the CLI's and craft.export's)."""
+    return "--data.tokenizer" if field == "tokenizer" else f"--model.{field}"
+
+
 def cli_hint(field: str, name: str) -> str:
-    option = "--data.tokenizer" if field == "tokenizer" else f"--model.{field}"
-    return f"pass {option} {name} yourself to trust it"
+    return f"pass {option(field)} {name} yourself to trust it"
 
 
 def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 import craft
-from craft.checkpoint import PART_FIELDS
+from craft.checkpoint import PART_FIELDS, option
 from craft.errors import CraftError
 from craft.model import GPT
 from craft.model.cache import KVCache
@@ -140,8 +140,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
 
 def export_hint(field: str, name: str) -> str:
-    option = "--data.tokenizer" if field == "tokenizer" else f"--model.{field}"
-    return f"pass {option} {name} to craft.export yourself to trust it"
+    return f"pass {option(field)} {name} to craft.export yourself to trust it"
 
 
 def export(
@@ -156,20 +155,20 @@ def export(
     checkpoint = read_checkpoint(ckpt_path, trusted, export_hint)  # weights_only, and no names imported
     if out.exists() and any(out.iterdir()):
         raise CraftError(f"{out} exists and is not empty; pick a new --out (nothing was overwritten)")
-    parts = {f: trusted[f] for f in PART_FIELDS if trusted.get(f)}
+    named = {f: trusted[f] for f in PART_FIELDS if trusted.get(f)}
     lm = LanguageModel.load_from_checkpoint(
-        ckpt_path, map_location="cpu", weights_only=True, tokenizer=trusted.get("tokenizer"), **parts
+        ckpt_path, map_location="cpu", weights_only=True, tokenizer=trusted.get("tokenizer"), **named
     )
     # Write into a temporary sibling and rename at the end: a failed export leaves nothing behind.
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)  # for error messages
         try:
             export_onnx(lm.model, tmp / "model.onnx")
         except Exception as e:  # the exporter's own errors are pages long: give the first line
             first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)
             raise CraftError(
                 f"cannot export {ckpt_path}: torch.export could not trace GPT.forward with this model's parts "
                 f"({parts}): {first[:300]}; a part named by import path must be traceable (positions as tensors, "
@@ -178,7 +177,6 @@ def export(
         try:
             check_parity(lm.model, tmp / "model.onnx")
         except CraftError as e:
-            parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)
             raise CraftError(f"cannot export {ckpt_path} ({parts}): {e}") from None
         files = ["model.onnx"]
         if int8:
@@ -228,21 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a craft checkpoint (.ckpt)")
     parser.add_argument("--out", type=Path, required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
-    for field in PART_FIELDS:
+    fields = (*PART_FIELDS, "tokenizer")
+    for field in fields:
         parser.add_argument(
-            f"--model.{field}",
-            dest=field,
-            metavar="IMPORT_PATH",
-            help=f"trust this {field} class if the checkpoint names it",
+            option(field), dest=field, metavar="IMPORT_PATH", help=f"trust this {field} class if the ckpt names it"
         )
-    parser.add_argument(
-        "--data.tokenizer",
-        dest="tokenizer",
-        metavar="IMPORT_PATH",
-        help="trust this tokenizer class if the checkpoint names it",
-    )
     args = parser.parse_args(argv)
-    trusted = {f: getattr(args, f) for f in (*PART_FIELDS, "tokenizer")}
+    trusted = {f: getattr(args, f) for f in fields}
     try:
         manifest = export(args.ckpt_path, args.out, args.int8, trusted)
     except CraftError as e:
