@@ -75,6 +75,15 @@ def quiet_logs(*names: str):
             lg.setLevel(level)
 
 
+def scatter_copy(self: torch.Tensor, dim: int, index: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``index_copy`` as one ``scatter`` (for export only). onnxruntime's ScatterND writes along the
+    leading axes, so the exporter wraps each cache write in two transposes of the whole buffer;
+    ScatterElements writes along any axis (measured in benchmarks/README.md)."""
+    shape = [1] * source.dim()
+    shape[dim] = -1
+    return self.scatter(dim, index.view(shape).expand_as(source), source)
+
+
 def export_onnx(gpt: GPT, path: Path) -> None:
     """Trace one decoder step to ONNX, batch and new tokens dynamic, the cache buffers fixed-size."""
     gpt = gpt.eval()
@@ -85,14 +94,14 @@ def export_onnx(gpt: GPT, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     new = torch.export.Dim("new", min=1, max=c.block_size)
     shapes = {"ids": {0: batch, 1: new}, "input_pos": {0: new}, "buffers": tuple({0: batch} for _ in buffers)}
-    with warnings.catch_warnings(), quiet_logs("torch.onnx"):
+    with warnings.catch_warnings(), quiet_logs("torch.onnx"), torch.no_grad():
         warnings.simplefilter("ignore")
+        exported = torch.export.export(ExportStep(gpt), (ids, input_pos, *buffers), dynamic_shapes=shapes)
+        exported = exported.run_decompositions({torch.ops.aten.index_copy.default: scatter_copy})
         program = torch.onnx.export(
-            ExportStep(gpt),
-            (ids, input_pos, *buffers),
+            exported,
             input_names=["ids", "input_pos", *buffer_names(c.n_layers)],
             output_names=["logits", *buffer_names(c.n_layers, "_out")],
-            dynamic_shapes=shapes,
             opset_version=OPSET,
             dynamo=True,
             verbose=False,

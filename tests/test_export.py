@@ -56,6 +56,19 @@ def test_folder_is_self_contained_and_checked(exported):
 
 
 @pytest.mark.slow
+def test_cache_writes_are_one_scatter_each_without_transposes(exported):
+    """Each cache buffer is written by one ScatterElements along its slot axis; ScatterND (the default
+    lowering of index_copy) would wrap every write in two transposes of the whole buffer."""
+    out, lm, _, _ = exported
+    graph = onnx.load(str(out / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("ScatterElements") == 2 * lm.config.n_layers
+    assert "ScatterND" not in ops
+    feeds_of_scatter = {n.input[0] for n in graph.node if n.op_type == "ScatterElements"}
+    assert feeds_of_scatter == {f"{kind}_{i}" for i in range(lm.config.n_layers) for kind in "kv"}
+
+
+@pytest.mark.slow
 def test_fp32_logits_match_pytorch_with_and_without_cache(exported):
     out, lm, _, _ = exported
     rt = ExportedModel(out)
