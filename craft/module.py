@@ -11,7 +11,7 @@ from typing import IO, Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric, Metric, SumMetric
 
 from craft import generation
 from craft.data.tokenizers import Tokenizer
@@ -27,6 +27,26 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
         if p.requires_grad:
             (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class PerSource(Metric):
+    """Validation nats, characters and tokens summed per source of a data mixture (summed over
+    processes under DDP)."""
+
+    full_state_update = False
+
+    def __init__(self, sources: int) -> None:
+        super().__init__()
+        for name in ("nats", "chars", "tokens"):
+            self.add_state(name, default=torch.zeros(sources, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, source: torch.Tensor, nats: torch.Tensor, chars: torch.Tensor) -> None:
+        self.nats.index_add_(0, source, nats.sum(-1).double())
+        self.chars.index_add_(0, source, chars.sum(-1).double())
+        self.tokens.index_add_(0, source, torch.full_like(self.tokens[source], nats.size(-1)))
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.nats, self.chars, self.tokens
 
 
 class LanguageModel(L.LightningModule):
@@ -95,6 +115,8 @@ class LanguageModel(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_nats = SumMetric()
         self.val_chars = SumMetric()
+        self.val_sources: list[str] = []  # names of a data mixture's sources, from the data module
+        self.val_by_source: PerSource | None = None
         self._chars_per_token: torch.Tensor | None = None
         self._last_batch_tokens = 0
         self._steps: dict[Any, Any] = {}  # compiled decode steps by package path (weights, batch)
@@ -107,6 +129,9 @@ class LanguageModel(L.LightningModule):
             if self.tokenizer is not None and self.tokenizer.state() != dm.tokenizer.state():
                 raise CraftError("the checkpoint's tokenizer differs from the data module's tokenizer")
             self.tokenizer = dm.tokenizer
+        names = getattr(dm, "source_names", None) if dm is not None and stage != "predict" else None
+        if names is not None and len(names) > 1 and self.val_by_source is None:
+            self.val_sources, self.val_by_source = names, PerSource(len(names))
         if self.hparams.compile:
             self.model.compile()
 
@@ -152,14 +177,17 @@ class LanguageModel(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y, *source = batch  # a mixture's batches also say which source each window is from
         self._last_batch_tokens = x.numel()
         logits, _ = self.model(x, y)
         nats = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+        chars = self._chars(y)
         self.val_loss.update(nats)
         self.val_nats.update(nats.sum())
-        self.val_chars.update(self._chars(y).sum())
+        self.val_chars.update(chars.sum())
+        if source and self.val_by_source is not None:
+            self.val_by_source.update(source[0], nats.view_as(y), chars)
         self.log("val/loss", self.val_loss, prog_bar=True)
 
     def _chars(self, ids: torch.Tensor) -> torch.Tensor:
@@ -176,6 +204,14 @@ class LanguageModel(L.LightningModule):
         self.log("val/ppl", torch.exp(self.val_loss.compute()))
         self.val_nats.reset()
         self.val_chars.reset()
+        if self.val_by_source is not None and self.val_by_source.update_called:
+            nats, chars, tokens = self.val_by_source.compute()
+            for i, name in enumerate(self.val_sources):
+                if not tokens[i]:
+                    continue  # not reached within limit_val_batches
+                self.log(f"val/loss/{name}", (nats[i] / tokens[i]).float())
+                self.log(f"val/bpc/{name}", (nats[i] / chars[i] / math.log(2)).float())
+            self.val_by_source.reset()
 
     def test_step(self, batch, batch_idx):
         return self.validation_step(batch, batch_idx)

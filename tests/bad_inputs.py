@@ -82,6 +82,15 @@ def fit(*extra: str) -> list[str]:
     return ["fit", *BASE, *extra]
 
 
+def parquet(folder: Path, name: str, columns: dict) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / name
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
 def predict(*extra: str) -> list[str]:
     return ["predict", *BASE, "--model.max_new_tokens", "5", "--ckpt_path", "last", *extra]
 
@@ -93,7 +102,31 @@ CASES = [
         "corpus",
         "folder with no text",
         lambda d: fit("--data.path", str(write(d, "f/a.png", b"\x89PNG").parent)),
-        "has no text files",
+        "has no files craft reads",
+    ),
+    Case(
+        "corpus",
+        "glob that matches nothing",
+        lambda d: fit("--data.path", str(d / "corpora" / "*.jsonl")),
+        "matches no files",
+    ),
+    Case(
+        "corpus",
+        "jsonl line that is not JSON",
+        lambda d: fit("--data.path", str(write(d, "c.jsonl", '{"text": "a b c"}\n{"text": "d\n'))),
+        "c.jsonl line 2 is not JSON",
+    ),
+    Case(
+        "corpus",
+        "jsonl record without the text field",
+        lambda d: fit("--data.path", str(write(d, "c.jsonl", '{"body": "a b c"}\n'))),
+        "c.jsonl line 1 has no field 'text' (it has: body); set data.text_field",
+    ),
+    Case(
+        "corpus",
+        "parquet file without the text column",
+        lambda d: fit("--data.path", str(parquet(d, "p.parquet", {"content": ["a b c"]}))),
+        "p.parquet has no column 'text' (it has: content); set data.text_field",
     ),
     Case(
         "corpus",

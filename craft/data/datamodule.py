@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import os
+import re
+import shutil
+import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +18,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from craft.data.corpus import corpus_files, read_corpus, write_builtin_corpus
+from craft.data.corpus import corpus_files, fingerprint, write_builtin_corpus
+from craft.data.prepare import CACHE_FORMAT, Prepared, Split, check, prepare
 from craft.data.tokenizers import CharTokenizer, Tokenizer
-from craft.errors import ConfigError, CraftError
+from craft.errors import ConfigError, CraftError, CraftWarning
 
-CACHE_FORMAT = 2  # 2: train and val encoded apart, split by characters
+
+@dataclass
+class Source:
+    """One corpus of a mixture: its path(s) (as ``data.path``), its share of the training windows
+    (weights are normalised) and the name its validation figures are logged under."""
+
+    path: str | list[str]
+    weight: float = 1.0
+    name: str | None = None
 
 
 class WindowDataset(Dataset):
@@ -40,6 +53,19 @@ class WindowDataset(Dataset):
         # One fancy-index gather for the whole batch: (B, T + 1)
         window = torch.from_numpy(self.ids[np.asarray(starts)[:, None] + self._offsets].astype(np.int64))
         return window[:, :-1], window[:, 1:]
+
+
+class SourceWindows(WindowDataset):
+    """Validation windows of a mixture: ``(x, y, source)``, source the index of each window's corpus."""
+
+    def __init__(self, ids: np.ndarray, block_size: int, firsts: list[int]) -> None:
+        super().__init__(ids, block_size)
+        self.firsts = np.asarray(firsts)
+
+    def __getitems__(self, starts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = super().__getitems__(starts)
+        source = torch.from_numpy(np.searchsorted(self.firsts, np.asarray(starts), side="right") - 1)
+        return x, y, source
 
 
 def own_generator() -> torch.Generator:
@@ -64,19 +90,26 @@ class WindowBatchSampler(Sampler[list[int]]):
     trainer's restored global step), so a resumed run continues with exactly the batch an
     uninterrupted run would have drawn next, instead of replaying the epoch from its start.
     Under data parallelism each rank takes its own slice of every global batch.
+
+    A mixture gives ``num_starts`` per source, the ``offsets`` of each source's first start and
+    their ``weights``: each window draws its source by weight, then its start in that source.
     """
 
     def __init__(
         self,
-        num_starts: int,
+        num_starts: int | list[int],
         batch_size: int,
         batches_per_epoch: int,
         seed: int,
         progress: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
+        offsets: list[int] | None = None,
+        weights: list[float] | None = None,
     ) -> None:
         self.num_starts = num_starts
+        self.offsets = offsets
+        self.weights = weights
         self.batch_size = batch_size
         self.batches_per_epoch = batches_per_epoch
         self.seed = seed
@@ -93,7 +126,12 @@ class WindowBatchSampler(Sampler[list[int]]):
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             n = self.batches_per_epoch * self.world_size * self.batch_size
-            starts = torch.randint(0, self.num_starts, (n,), generator=g)
+            if isinstance(self.num_starts, int):
+                starts = torch.randint(0, self.num_starts, (n,), generator=g)
+            else:
+                source = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), n, True, generator=g)
+                within = torch.rand(n, generator=g, dtype=torch.float64) * torch.tensor(self.num_starts)[source]
+                starts = torch.tensor(self.offsets or [0] * len(self.num_starts))[source] + within.long()
             self._epoch_cache = (epoch, starts.view(self.batches_per_epoch, -1))
         return self._epoch_cache[1]
 
@@ -112,7 +150,10 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         s = self.batch_sampler
-        return {"seed": s.seed, "batch_size": s.batch_size, "batches_per_epoch": s.batches_per_epoch}
+        state = {"seed": s.seed, "batch_size": s.batch_size, "batches_per_epoch": s.batches_per_epoch}
+        if s.weights is not None:
+            state["weights"] = list(s.weights)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
@@ -128,7 +169,7 @@ class ResumableDataLoader(DataLoader):
 class TextDataModule(L.LightningDataModule):
     def __init__(
         self,
-        path: str | None = None,
+        path: str | list[str] | None = None,
         block_size: int = 256,
         batch_size: int = 64,
         val_fraction: float = 0.1,
@@ -139,13 +180,20 @@ class TextDataModule(L.LightningDataModule):
         windows_per_epoch: int | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        sources: list[Source] | None = None,
+        val_chars: int | None = None,
+        text_field: str = "text",
+        separator: str = "\n",
+        chunk_chars: int = 1 << 20,
     ) -> None:
         """
         Args:
-            path: UTF-8 text file, or a folder of .txt/.md/.rst files, to train on.
+            path: The corpus: a file, a folder (recursive), a glob, or a list of them. Text files
+                (.txt/.md/.rst, or .gz of them) are one document each; .jsonl (or .jsonl.gz) has a
+                document per line and .parquet one per row, under `text_field`.
             block_size: Context length in tokens (linked to the model).
             batch_size: Windows per batch (per device).
-            val_fraction: Share of the corpus, taken from its end, held out for validation.
+            val_fraction: Share of each corpus's characters, from its end, held out for validation.
             seed: Decides which windows form each batch (pure function of seed, epoch, batch index).
             prompts: Prompts for `predict`, one generated sample each.
             builtin_corpus: If set ("pydoc") and `path` does not exist, write that corpus to `path` first.
@@ -153,6 +201,13 @@ class TextDataModule(L.LightningDataModule):
             windows_per_epoch: Training windows per epoch (default: train tokens // block_size).
             cache_dir: Where encoded ids are cached (default: `.craft_cache` beside the corpus).
             num_workers: DataLoader worker processes (0 is fastest for in-memory windows on CPU).
+            sources: Instead of `path`, a mixture: `[{path, weight, name}, ...]`. Training windows
+                come from each source in proportion to its weight; validation reports each source's
+                val/loss and val/bpc beside the figures over all of them.
+            val_chars: Hold out this many characters of each corpus (its end) instead of `val_fraction`.
+            text_field: The text's field in .jsonl records, its column in .parquet files.
+            separator: Put between consecutive documents (and files).
+            chunk_chars: Characters prepared at a time (memory, not results: the ids are the same).
         """
         super().__init__()
         problems = []
@@ -162,14 +217,28 @@ class TextDataModule(L.LightningDataModule):
             problems.append(f"batch_size must be positive, got {batch_size}")
         if not 0.0 < val_fraction < 1.0:
             problems.append(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if val_chars is not None and val_chars < 1:
+            problems.append(f"val_chars must be positive (or null to use val_fraction), got {val_chars}")
         if windows_per_epoch is not None and windows_per_epoch < 1:
             problems.append(f"windows_per_epoch must be positive, got {windows_per_epoch}")
+        if chunk_chars < 1:
+            problems.append(f"chunk_chars must be positive, got {chunk_chars}")
+        if sources is not None and path is not None:
+            problems.append("give data.path or data.sources, not both")
+        if sources is not None and not sources:
+            problems.append("data.sources is empty")
+        for i, src in enumerate(sources or []):
+            weight = src.weight if isinstance(src, Source) else src.get("weight", 1.0)
+            if not weight > 0:
+                problems.append(f"sources[{i}].weight must be positive, got {weight}")
         if problems:
             raise ConfigError("invalid data config: " + "; ".join(problems))
-        self.path = Path(path) if path else None
+        self.path = Path(path) if isinstance(path, str) else path
+        self.sources = None if sources is None else [s if isinstance(s, Source) else Source(**s) for s in sources]
         self.block_size = block_size
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.val_chars = val_chars
         self.seed = seed
         self.prompts = prompts
         self.builtin_corpus = builtin_corpus
@@ -177,8 +246,11 @@ class TextDataModule(L.LightningDataModule):
         self.windows_per_epoch = windows_per_epoch
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.num_workers = num_workers
+        self.text_field = text_field
+        self.separator = separator
+        self.chunk_chars = chunk_chars
         self._ids: np.ndarray | None = None
-        self._val_start = 0
+        self._meta: dict | None = None
         self.train_ids: np.ndarray | None = None
         self.val_ids: np.ndarray | None = None
 
@@ -191,80 +263,84 @@ class TextDataModule(L.LightningDataModule):
             self._load_or_build_cache()
         return self.tokenizer.vocab_size
 
-    def _corpus_path(self) -> Path:
+    def _source_specs(self) -> list[Source]:
+        if self.sources is not None:
+            return list(self.sources)
         if self.path is None:
             raise CraftError("no corpus given: set data.path (or use configs/quickstart.yaml)")
-        if self.builtin_corpus and not self.path.exists():
+        if self.builtin_corpus and isinstance(self.path, Path) and not self.path.exists():
             write_builtin_corpus(self.builtin_corpus, self.path)
-        return self.path
+        return [Source(path=[str(self.path)] if isinstance(self.path, Path) else list(self.path))]
 
-    def _cache_key(self, files: list[Path]) -> str:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(str(f.name).encode())
-            h.update(f.read_bytes())
+    @property
+    def source_names(self) -> list[str]:
+        """Each source's name, as its validation figures are logged (``val/bpc/<name>``)."""
+        names = []
+        for spec in self._source_specs():
+            first = spec.path if isinstance(spec.path, str) else spec.path[0]
+            name = spec.name or Path(first.split("*")[0].rstrip("/") or "corpus").stem.split(".")[0] or "corpus"
+            names.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.sources have the same name twice ({names}); give each a name")
+        return names
+
+    def _prepared(self) -> list[Prepared]:
+        return [
+            Prepared(name, corpus_files(spec.path))
+            for name, spec in zip(self.source_names, self._source_specs(), strict=True)
+        ]
+
+    def _cache_key(self, sources: list[Prepared]) -> str:
+        """From what names the corpus (paths, sizes, modification times) and what shapes its ids;
+        nothing is read, so finding a prepared corpus of any size is instant. The content hash is
+        computed once, at preparation, and kept in the cache's metadata."""
         tok = self.tokenizer.state() if self.tokenizer.is_fitted else self.tokenizer.settings()
-        key = {"tokenizer": tok, "val_fraction": self.val_fraction, "format": CACHE_FORMAT}
-        h.update(json.dumps(key, sort_keys=True).encode())
-        return h.hexdigest()[:16]
+        key = {
+            "format": CACHE_FORMAT,
+            "sources": [fingerprint(s.files) for s in sources],
+            "tokenizer": tok,
+            "val": [self.val_fraction, self.val_chars],
+            "documents": [self.text_field, self.separator],
+            "chunk_chars": self.chunk_chars,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
-    def cache_folder(self) -> Path:
-        path = self._corpus_path()
-        files = corpus_files(path)
-        root = self.cache_dir or (path.parent if path.is_file() else path) / ".craft_cache"
-        return root / f"{path.stem}-{self._cache_key(files)}"
+    def cache_folder(self, sources: list[Prepared] | None = None) -> Path:
+        sources = sources or self._prepared()
+        specs = self._source_specs()
+        first = Path(specs[0].path if isinstance(specs[0].path, str) else specs[0].path[0])
+        if self.cache_dir:
+            root = self.cache_dir
+        elif first.is_dir():
+            root = first / ".craft_cache"
+        else:
+            root = first.parent / ".craft_cache"
+        stem = sources[0].name if len(sources) == 1 else "mixture"
+        return root / f"{stem}-{self._cache_key(sources)}"
 
     def _load_or_build_cache(self) -> np.ndarray:
         if self._ids is not None:
             return self._ids
-        folder = self.cache_folder()
-        meta_file = folder / "meta.json"
-        if not meta_file.exists():
-            self._build_cache(folder)
-        meta = json.loads(meta_file.read_text())
+        sources = self._prepared()
+        folder = self.cache_folder(sources)
+        if folder.exists():
+            problem = check(folder)
+            if problem:
+                warnings.warn(
+                    f"the prepared corpus at {folder} is damaged ({problem}); preparing it again",
+                    CraftWarning,
+                    stacklevel=2,
+                )
+                shutil.rmtree(folder)
+        if not folder.exists():
+            split = Split(self.val_fraction, self.val_chars)
+            prepare(folder, sources, self.tokenizer, split, self.separator, self.text_field, self.chunk_chars)
+        meta = json.loads((folder / "meta.json").read_text())
         if not self.tokenizer.is_fitted:
             self.tokenizer = Tokenizer.from_state(meta["tokenizer"])
-        self._val_start = meta["val_start"]
+        self._meta = meta
         self._ids = np.memmap(folder / "ids.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],))
         return self._ids
-
-    def _split_point(self, text: str) -> int:
-        """Where validation text starts: the last ``val_fraction`` of the characters, moved back to
-        a line start when one is near. Splitting characters (not tokens) gives every tokenizer the
-        same validation text, so their val/bpc compare fairly."""
-        cut = int(len(text) * (1 - self.val_fraction))
-        line_start = text.rfind("\n", 0, cut) + 1
-        return line_start if 0 < line_start and cut - line_start < 1000 else cut
-
-    def _build_cache(self, folder: Path) -> None:
-        text = read_corpus(self._corpus_path())
-        tokenizer = self.tokenizer
-        if not tokenizer.is_fitted:
-            tokenizer.fit(text)
-        cut = self._split_point(text)
-        train, val = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])  # apart: no token spans the cut
-        dtype = np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32
-        ids = np.asarray(train + val, dtype=dtype)
-        # Write into a private temp folder, then rename: a crash never leaves a half-written cache.
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        tmp.mkdir(exist_ok=True)
-        ids.tofile(tmp / "ids.bin")
-        meta = {
-            "dtype": ids.dtype.name,
-            "num_tokens": len(ids),
-            "num_chars": len(text),
-            "val_start": len(train),
-            "val_start_char": cut,
-            "tokenizer": tokenizer.state(),
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first: its cache is identical
-            for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
 
     # -- Lightning hooks -----------------------------------------------------------------------
 
@@ -276,15 +352,19 @@ class TextDataModule(L.LightningDataModule):
         if stage == "predict":
             return
         ids = self._load_or_build_cache()
-        # Contiguous split, validation from the end: no val text can leak into a train window.
-        self.train_ids, self.val_ids = ids[: self._val_start], ids[self._val_start :]
+        # Contiguous splits, validation from each corpus's end: no val text can leak into a train window.
+        self.train_parts = [ids[a:b] for a, b in (s["train"] for s in self._meta["sources"])]
+        self.val_parts = [ids[a:b] for a, b in (s["val"] for s in self._meta["sources"])]
+        self.train_ids, self.val_ids = self.train_parts[0], self.val_parts[0]
         need = self.block_size + 1
-        for name, part in (("train", self.train_ids), ("validation", self.val_ids)):
-            if len(part) < need:
-                raise CraftError(
-                    f"the {name} split of {self.path} has {len(part)} tokens but block_size={self.block_size} "
-                    f"needs at least {need}; use a longer corpus, a smaller block_size or another val_fraction"
-                )
+        for name, parts in (("train", self.train_parts), ("validation", self.val_parts)):
+            for source, part in zip(self.source_names, parts, strict=True):
+                if len(part) < need:
+                    which = self.path if self.sources is None else f"source {source}"
+                    raise CraftError(
+                        f"the {name} split of {which} has {len(part)} tokens but block_size={self.block_size} "
+                        f"needs at least {need}; use a longer corpus, a smaller block_size or another val_fraction"
+                    )
 
     def _progress(self) -> int:
         trainer = self.trainer
@@ -294,12 +374,12 @@ class TextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_ids is not None
-        dataset = WindowDataset(self.train_ids, self.block_size)
         trainer = self.trainer
         world_size = trainer.world_size if trainer else 1
         rank = trainer.global_rank if trainer else 0
         accumulate = trainer.accumulate_grad_batches if trainer else 1
-        windows = self.windows_per_epoch or len(self.train_ids) // self.block_size
+        train_tokens = sum(len(p) for p in self.train_parts)
+        windows = self.windows_per_epoch or train_tokens // self.block_size
         batches = windows // (self.batch_size * world_size)
         batches -= batches % accumulate  # whole optimizer steps per epoch keep resume arithmetic exact
         if batches < 1:
@@ -307,17 +387,45 @@ class TextDataModule(L.LightningDataModule):
                 f"one epoch has {windows} training windows, fewer than one batch of "
                 f"{self.batch_size * world_size * accumulate}; lower batch_size or raise windows_per_epoch"
             )
-        sampler = WindowBatchSampler(
-            len(dataset), self.batch_size, batches, self.seed, self._progress, rank, world_size
-        )
+        if len(self.train_parts) == 1:
+            dataset = WindowDataset(self.train_ids, self.block_size)
+            sampler = WindowBatchSampler(
+                len(dataset), self.batch_size, batches, self.seed, self._progress, rank, world_size
+            )
+        else:  # windows index the whole cache; each source's starts lie inside its train range
+            dataset = WindowDataset(self._ids, self.block_size)
+            ranges = [s["train"] for s in self._meta["sources"]]
+            specs = self._source_specs()
+            total = sum(spec.weight for spec in specs)
+            sampler = WindowBatchSampler(
+                [b - a - self.block_size for a, b in ranges],
+                self.batch_size,
+                batches,
+                self.seed,
+                self._progress,
+                rank,
+                world_size,
+                offsets=[a for a, _ in ranges],
+                weights=[spec.weight / total for spec in specs],
+            )
         return self._window_loader(dataset, sampler, ResumableDataLoader)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_ids is not None
-        dataset = WindowDataset(self.val_ids, self.block_size)
-        # Non-overlapping windows in order: every validation token is scored once.
-        starts = list(range(0, len(dataset), self.block_size))
-        batches = [starts[i : i + self.batch_size] for i in range(0, len(starts), self.batch_size)]
+        # Non-overlapping windows in order: every validation token is scored once. A batch never
+        # mixes sources.
+        if len(self.val_parts) == 1:
+            dataset: WindowDataset = WindowDataset(self.val_ids, self.block_size)
+            ranges = [(0, len(self.val_ids))]
+        else:
+            ranges = [tuple(s["val"]) for s in self._meta["sources"]]
+            dataset = SourceWindows(self._ids, self.block_size, [a for a, _ in ranges])
+        per_source = []
+        for a, b in ranges:
+            starts = list(range(a, b - self.block_size, self.block_size))
+            per_source.append([starts[i : i + self.batch_size] for i in range(0, len(starts), self.batch_size)])
+        # Sources in turn, so a bounded validation (limit_val_batches) still sees each of them.
+        batches = [batch for turn in itertools.zip_longest(*per_source) for batch in turn if batch is not None]
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # each process scores its share; metrics sum them
             batches = batches[trainer.global_rank :: trainer.world_size]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import tokenizers as hf
 
 from craft.errors import ConfigError, CraftError
@@ -43,6 +46,15 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
+
+    def fit_stream(self, chunks: Iterable[str], total_bytes: int) -> None:
+        """Fit on a corpus given as chunks of text (``total_bytes`` on disk, a hint). The built-in
+        tokenizers never hold the whole corpus; this default joins the chunks and calls ``fit``."""
+        self.fit("".join(chunks))
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids of each text, as arrays: the data module's bulk path (the built-ins override it)."""
+        return [np.asarray(self.encode(t), dtype=np.int64) for t in texts]
 
     @abstractmethod
     def decode(self, ids: list[int]) -> str: ...
@@ -111,6 +123,7 @@ class CharTokenizer(Tokenizer):
             vocab: The characters, in id order. Leave empty to build it from the corpus.
         """
         self.vocab: list[str] | None = None
+        self._table = None
         if vocab:
             bad = [c for c in vocab if len(c) != 1]
             if bad or len(set(vocab)) != len(vocab):
@@ -120,6 +133,7 @@ class CharTokenizer(Tokenizer):
     def _set_vocab(self, vocab: list[str]) -> None:
         self.vocab = list(vocab)
         self._stoi = {c: i for i, c in enumerate(self.vocab)}
+        self._table: np.ndarray | None = None  # code point -> id, built on first encode_batch
 
     @property
     def is_fitted(self) -> bool:
@@ -136,6 +150,24 @@ class CharTokenizer(Tokenizer):
 
     def fit(self, text: str) -> None:
         self._set_vocab(sorted(set(text)))
+
+    def fit_stream(self, chunks: Iterable[str], total_bytes: int) -> None:
+        seen = np.zeros(UNICODE, dtype=bool)
+        for chunk in chunks:
+            seen[codepoints(chunk)] = True
+        self._set_vocab([chr(c) for c in np.flatnonzero(seen)])  # code point order = sorted(set(text))
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        if self._table is None:
+            self._table = np.full(UNICODE, -1, dtype=np.int32)
+            self._table[[ord(c) for c in self._require()]] = np.arange(self.vocab_size, dtype=np.int32)
+        out = []
+        for text in texts:
+            ids = self._table[codepoints(text)]
+            if len(ids) and ids.min() < 0:
+                self.encode(text)  # raises the error that names the unknown characters
+            out.append(ids)
+        return out
 
     def encode(self, text: str) -> list[int]:
         self._require()
@@ -164,6 +196,14 @@ class CharTokenizer(Tokenizer):
         return {"vocab": list(self._require())}
 
 
+UNICODE = 0x110000
+
+
+def codepoints(text: str) -> np.ndarray:
+    """The code points of ``text`` as a uint32 array (one C-speed encode, no Python loop)."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable character table of byte-level BPE (GPT-2), as HF ``tokenizers`` uses it:
     printable Latin-1 bytes stand for themselves, the other 68 bytes for characters from U+0100 on."""
@@ -183,11 +223,19 @@ class BPETokenizer(Tokenizer):
 
     kind = "bpe"
 
-    def __init__(self, vocab_size: int = 1024, min_frequency: int = 2, trained: str | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int = 1024,
+        min_frequency: int = 2,
+        sample_chars: int | None = None,
+        trained: str | None = None,
+    ) -> None:
         """
         Args:
             vocab_size: Tokens to learn: 256 byte tokens plus merges (a small corpus may give fewer).
             min_frequency: A pair must occur this often in the corpus to become a merge.
+            sample_chars: Train on about this many characters: every k-th chunk of the corpus, spread
+                over all of it (default: train on everything). The whole corpus is still encoded.
             trained: The trained tokenizer as Hugging Face JSON. craft fills it from a checkpoint;
                 leave it empty to train on the corpus.
         """
@@ -195,6 +243,9 @@ class BPETokenizer(Tokenizer):
             raise ConfigError(f"BPETokenizer vocab_size must be at least 256 (the byte alphabet), got {vocab_size}")
         if min_frequency < 1:
             raise ConfigError(f"BPETokenizer min_frequency must be at least 1, got {min_frequency}")
+        if sample_chars is not None and sample_chars < 1:
+            raise ConfigError(f"BPETokenizer sample_chars must be positive (or null for all), got {sample_chars}")
+        self.sample_chars = sample_chars
         self.requested_vocab_size = vocab_size
         self.min_frequency = min_frequency
         self._char_lengths: list[int] | None = None
@@ -214,6 +265,12 @@ class BPETokenizer(Tokenizer):
         return self._require().get_vocab_size()
 
     def fit(self, text: str) -> None:
+        self.fit_stream([text], len(text))
+
+    def fit_stream(self, chunks: Iterable[str], total_bytes: int) -> None:
+        if self.sample_chars is not None and total_bytes > self.sample_chars:
+            every = math.ceil(total_bytes / self.sample_chars)
+            chunks = (c for i, c in enumerate(chunks) if i % every == 0)
         tok = hf.Tokenizer(hf.models.BPE())
         tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = hf.decoders.ByteLevel()
@@ -223,12 +280,16 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator([text], trainer)
+        tok.train_from_iterator(chunks, trainer)
         self._tok = tok
         self._char_lengths = None
 
     def encode(self, text: str) -> list[int]:
         return self._require().encode(text).ids
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        # The library's parallel batch encoder, without the offsets craft does not use.
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._require().encode_batch_fast(texts)]
 
     def decode(self, ids: list[int]) -> str:
         return self._require().decode(ids)
@@ -245,11 +306,13 @@ class BPETokenizer(Tokenizer):
         return self._char_lengths
 
     def settings(self) -> dict[str, Any]:
-        return {"type": self.kind, "vocab_size": self.requested_vocab_size, "min_frequency": self.min_frequency}
+        settings = {"type": self.kind, "vocab_size": self.requested_vocab_size, "min_frequency": self.min_frequency}
+        if self.sample_chars is not None:
+            settings["sample_chars"] = self.sample_chars
+        return settings
 
     def init_args(self) -> dict[str, Any]:
-        return {
-            "vocab_size": self.requested_vocab_size,
-            "min_frequency": self.min_frequency,
-            "trained": self._require().to_str(),
-        }
+        args = {"vocab_size": self.requested_vocab_size, "min_frequency": self.min_frequency}
+        if self.sample_chars is not None:
+            args["sample_chars"] = self.sample_chars
+        return {**args, "trained": self._require().to_str()}

@@ -1,0 +1,259 @@
+"""Corpus -> token ids on disk, in bounded memory, whatever the corpus size.
+
+Two streaming passes over each source's text (``craft/data/corpus.py``), chunk by chunk:
+
+1. scan: count characters, hash every byte read, and fit the tokenizer if it is not fitted yet (a
+   char vocabulary from the code points seen; BPE through ``tokenizers``' iterator API, on all
+   chunks or an evenly spread sample);
+2. encode: split each source at its validation cut (by characters, at a line start when one is
+   near, so every tokenizer validates the same text), encode chunks in batches with the
+   tokenizer's bulk encoder and append the ids to ``ids.bin``.
+
+Chunks are cut only where a byte-level BPE splits words anyway (``corpus.safe_cut``), so the ids do
+not depend on the chunk size. Everything is written into a private temporary folder that is renamed
+into place at the end: a crash never leaves a half-written cache. The cache is derived data:
+``check`` finds a damaged one (unreadable metadata, another format, ``ids.bin`` of the wrong size)
+so the data module can say so in one line and build it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from craft.data.corpus import Hasher, chunks, text_pieces
+from craft.data.tokenizers import Tokenizer
+from craft.errors import CraftError, note
+
+CACHE_FORMAT = 3  # 3: several sources, per-source train/val ranges, key from file stats
+LINE_START_WITHIN = 1000  # the validation cut moves back to a line start at most this many characters
+ENCODE_BATCH = 8  # chunks handed to the bulk encoder at once
+
+
+@dataclass
+class Split:
+    """Which characters of a source are held out: the last ``val_chars`` if set, else the last
+    ``val_fraction`` of them."""
+
+    val_fraction: float = 0.1
+    val_chars: int | None = None
+
+    def cut(self, chars: int) -> int:
+        if self.val_chars is not None:
+            return max(0, chars - self.val_chars)
+        return int(chars * (1 - self.val_fraction))
+
+
+@dataclass
+class Prepared:
+    """One source's files and what the scan learnt of them."""
+
+    name: str
+    files: list[Path]
+    chars: int = 0
+    nonblank: bool = False
+    hasher: Hasher = field(default_factory=Hasher)
+
+
+class Progress:
+    """Bytes read against the files' sizes: a bar on a terminal (MB/s, ETA), nothing elsewhere."""
+
+    def __init__(self, total: int, what: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total, desc=f"craft: {what}", unit="B", unit_scale=True, file=sys.stderr, disable=None, leave=False
+        )
+        self.done = 0
+
+    def to(self, done: int) -> None:
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def source_chunks(source: Prepared, separator: str, text_field: str, chunk_chars: int, hasher: Hasher) -> Iterator[str]:
+    return chunks(text_pieces(source.files, separator, text_field, hasher), chunk_chars)
+
+
+def split_at(pieces: Iterator[str], cut0: int) -> Iterator[tuple[str, str]]:
+    """``("train", text)`` then ``("val", text)`` pieces: the stream cut at the last line start
+    within ``LINE_START_WITHIN`` characters before ``cut0`` (else at ``cut0``). Only whole chunks
+    are held back while the cut is found, so memory stays at about two chunks."""
+    lo = max(0, cut0 - LINE_START_WITHIN)
+    pos = 0
+    pending: list[str] = []
+    cut_done = False
+    for chunk in pieces:
+        if cut_done:
+            yield "val", chunk
+            continue
+        pos += len(chunk)
+        if pos <= lo and not pending:
+            yield "train", chunk
+            continue
+        pending.append(chunk)
+        if pos >= cut0:
+            text = "".join(pending)
+            start = pos - len(text)
+            newline = text.rfind("\n", lo - start, cut0 - start)
+            cut = newline + 1 if newline >= 0 else cut0 - start
+            if cut:
+                yield "train", text[:cut]
+            yield "val", text[cut:]
+            pending, cut_done = [], True
+    if pending:
+        yield "train", "".join(pending)
+
+
+def write_ids(out, tokenizer: Tokenizer, batch: list[str], dtype: np.dtype) -> int:
+    """Encode ``batch`` with the tokenizer's bulk encoder, append the ids to ``out``, empty the batch."""
+    n = 0
+    for ids in tokenizer.encode_batch(batch):
+        out.write(ids.astype(dtype, copy=False).tobytes())
+        n += len(ids)
+    batch.clear()
+    return n
+
+
+def prepare(
+    folder: Path,
+    sources: list[Prepared],
+    tokenizer: Tokenizer,
+    split: Split,
+    separator: str,
+    text_field: str,
+    chunk_chars: int,
+) -> dict:
+    """Build the cache in ``folder`` (renamed into place) and return its metadata."""
+    started = time.perf_counter()
+    total_bytes = sum(f.stat().st_size for s in sources for f in s.files)
+
+    # Pass 1: count, hash, fit.
+    progress = Progress(total_bytes, "scanning")
+
+    def scanned() -> Iterator[str]:
+        read = 0
+        for s in sources:
+            for chunk in source_chunks(s, separator, text_field, chunk_chars, s.hasher):
+                s.chars += len(chunk)
+                s.nonblank = s.nonblank or not chunk.isspace()
+                progress.to(read + s.hasher.bytes_read)
+                yield chunk
+            read += s.hasher.bytes_read
+
+    try:
+        if tokenizer.is_fitted:
+            for _ in scanned():
+                pass
+        else:
+            tokenizer.fit_stream(scanned(), total_bytes)
+    finally:
+        progress.close()
+    for s in sources:
+        if not s.nonblank:
+            where = s.files[0] if len(s.files) == 1 else f"{s.name} ({len(s.files)} files)"
+            raise CraftError(f"corpus {where} is empty")
+
+    # Pass 2: split and encode into a private temporary folder.
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    progress = Progress(total_bytes, "encoding")
+    described = []
+    try:
+        with open(tmp / "ids.bin", "wb") as out:
+            written, read = 0, 0
+            for s in sources:
+                cut0 = split.cut(s.chars)
+                counts = {"train": 0, "val": 0}
+                val_start_char = None
+                chars = 0
+                hasher = Hasher()
+                batch: list[str] = []
+                part = "train"
+                for kind, text in split_at(source_chunks(s, separator, text_field, chunk_chars, hasher), cut0):
+                    if kind != part:
+                        counts[part] += write_ids(out, tokenizer, batch, dtype)
+                        part, val_start_char = kind, chars
+                    batch.append(text)
+                    chars += len(text)
+                    if len(batch) >= ENCODE_BATCH:
+                        counts[part] += write_ids(out, tokenizer, batch, dtype)
+                    progress.to(read + hasher.bytes_read)
+                counts[part] += write_ids(out, tokenizer, batch, dtype)
+                written += counts["train"] + counts["val"]
+                read += hasher.bytes_read
+                if hasher.hexdigest() != s.hasher.hexdigest():
+                    raise CraftError(f"the corpus {s.name} changed while it was being prepared; start again")
+                first = written - counts["train"] - counts["val"]
+                described.append(
+                    {
+                        "name": s.name,
+                        "files": len(s.files),
+                        "bytes": s.hasher.bytes_read,
+                        "sha256": s.hasher.hexdigest(),
+                        "chars": s.chars,
+                        "val_start_char": s.chars if val_start_char is None else val_start_char,
+                        "train": [first, first + counts["train"]],
+                        "val": [first + counts["train"], first + counts["train"] + counts["val"]],
+                    }
+                )
+    finally:
+        progress.close()
+    meta = {
+        "format": CACHE_FORMAT,
+        "dtype": dtype.name,
+        "num_tokens": written,
+        "tokenizer": tokenizer.state(),
+        "sources": described,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first: its cache is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    mb = total_bytes / 1e6
+    note(
+        f"prepared {sum(len(s.files) for s in sources)} file(s), {sum(s.chars for s in sources):,} characters "
+        f"-> {written:,} tokens ({tokenizer.describe()}) in {seconds:.1f} s ({mb / max(seconds, 1e-9):.1f} MB/s); "
+        f"cache: {folder}"
+    )
+    return meta
+
+
+def check(folder: Path) -> str | None:
+    """What is wrong with a cache folder that exists, or None when it is sound."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        return "meta.json is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"meta.json is not readable ({e.__class__.__name__})"
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        return f"meta.json has format {found!r}, this craft writes {CACHE_FORMAT}"
+    try:
+        expected = int(meta["num_tokens"]) * np.dtype(meta["dtype"]).itemsize
+        meta["tokenizer"], meta["sources"][0]["train"]  # noqa: B018 (the keys the loader reads)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "meta.json lacks the fields craft reads"
+    ids = folder / "ids.bin"
+    size = ids.stat().st_size if ids.is_file() else None
+    if size != expected:
+        return f"ids.bin has {size if size is not None else 'no'} bytes, meta.json says {expected}"
+    return None
