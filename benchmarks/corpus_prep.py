@@ -74,10 +74,11 @@ print(json.dumps({"import_s": t1 - t0, "to_first_step_s": first[0] - t1}))
 """
 
 
-def child(code_or_cmd: list[str], env: dict[str, str] | None = None) -> dict:
+def child(code_or_cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict:
+    """Run one measurement; ``cwd`` decides which craft ``python -c`` imports (its folder comes first)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(code_or_cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env=env)
+        proc = subprocess.Popen(code_or_cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=cwd, env=env)
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
@@ -137,6 +138,7 @@ def main() -> None:
     p.add_argument("--baseline", default=None, help="an older craft checkout to measure on the smallest size")
     p.add_argument("--sample-mb", type=int, default=100, help="BPE training sample on corpora larger than this")
     p.add_argument("--train-steps", type=int, default=30)
+    p.add_argument("--kinds", default="char,bpe", help="tokenizers to measure: char, bpe or both")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     lines = source_lines()
@@ -147,12 +149,12 @@ def main() -> None:
     rows, results = [], {}
     cache_root = Path(tempfile.mkdtemp(prefix="craft-prep-"))
 
-    def prep(name: str, kind: str, mb: int, env: dict, new: bool = True) -> dict:
+    def prep(name: str, kind: str, mb: int, env: dict, new: bool = True, cwd: Path = ROOT) -> dict:
         cache = cache_root / name
         shutil.rmtree(cache, ignore_errors=True)
         sample = args.sample_mb * 1_000_000 if kind == "bpe" and mb > args.sample_mb else 0
         argv = [kind, str(corpora[mb]), str(cache), str(sample), "1" if new else "0", str(VAL_CHARS)]
-        r = child([*py, "-c", PREPARE, *argv], env)
+        r = child([*py, "-c", PREPARE, *argv], env, cwd)
         size = corpora[mb].stat().st_size
         r["mb_per_s"] = size / 1e6 / r["prepare_s"]
         results[name] = r
@@ -162,11 +164,12 @@ def main() -> None:
     try:
         smallest = min(sizes)
         if args.baseline:
-            for kind in ("char", "bpe"):
-                r = prep(f"baseline_{kind}_{smallest}mb", kind, smallest, env_with(Path(args.baseline)), new=False)
+            for kind in args.kinds.split(","):
+                tree = Path(args.baseline).resolve()
+                r = prep(f"baseline_{kind}_{smallest}mb", kind, smallest, env_with(tree), new=False, cwd=tree)
                 rows.append((f"{kind}, {smallest} MB, before (`{args.baseline}`)", r))
         for mb in sizes:
-            for kind in ("char", "bpe"):
+            for kind in args.kinds.split(","):
                 r = prep(f"{kind}_{mb}mb", kind, mb, here)
                 sampled = kind == "bpe" and mb > args.sample_mb
                 label = f"{kind}, {mb} MB" + (f" (BPE trained on a {args.sample_mb} MB sample)" if sampled else "")
