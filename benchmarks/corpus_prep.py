@@ -4,7 +4,9 @@
 
 Builds its corpora itself, nothing downloaded: the Python standard library's source and pydoc's
 text, shuffled by line and repeated to each size (``data/bench_corpus_<MB>mb.txt``, kept for
-reuse). Each measurement runs in its own process, so its peak RSS (from ``wait4``) is its own:
+reuse; built in a child process, because Linux counts a parent's peak memory at the moment of the
+fork in the child's ``ru_maxrss``). Each measurement runs in its own process, so its peak RSS
+(from ``wait4``) is its own:
 
 - char and BPE (vocab 4096; on 1 GB trained on a 100 MB sample) preparation: MB/s and peak RSS;
 - with ``--baseline``, the same on the smallest size with an older craft checkout (``PYTHONPATH``),
@@ -27,10 +29,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.memory import measured_child  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 VAL_CHARS = 1_000_000  # held out per corpus: a 10% split of 1 GB would make validation the run
 
@@ -74,20 +79,9 @@ print(json.dumps({"import_s": t1 - t0, "to_first_step_s": first[0] - t1}))
 """
 
 
-def child(code_or_cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict:
-    """Run one measurement; ``cwd`` decides which craft ``python -c`` imports (its folder comes first)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(code_or_cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=cwd, env=env)
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            err.seek(0)
-            raise SystemExit(f"benchmark failed: {' '.join(code_or_cmd[:4])}\n{err.read()[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss"] = usage.ru_maxrss * 1024
-    result["wall_s"] = time.perf_counter() - start
-    return result
+def child(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict:
+    """One measurement; ``cwd`` decides which craft ``python -c`` imports (its folder comes first)."""
+    return measured_child(cmd, env, cwd)
 
 
 def source_lines() -> list[str]:
@@ -139,11 +133,16 @@ def main() -> None:
     p.add_argument("--sample-mb", type=int, default=100, help="BPE training sample on corpora larger than this")
     p.add_argument("--train-steps", type=int, default=30)
     p.add_argument("--kinds", default="char,bpe", help="tokenizers to measure: char, bpe or both")
+    p.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    lines = source_lines()
-    corpora = {mb: build_corpus(mb, lines) for mb in sizes}
-    del lines
+    if args.build:  # in a child: this process's peak memory would count in every later child's
+        lines = source_lines()
+        for mb in sizes:
+            build_corpus(mb, lines)
+        return
+    subprocess.run([sys.executable, __file__, "--build", "--sizes", args.sizes], check=True)
+    corpora = {mb: ROOT / "data" / f"bench_corpus_{mb}mb.txt" for mb in sizes}
     py = [sys.executable, "-m", "craft.allocator", sys.executable]
     here = env_with(ROOT)
     rows, results = [], {}
@@ -206,7 +205,10 @@ def main() -> None:
     table = [
         "| preparation | MB/s | seconds | peak RSS |",
         "|---|---:|---:|---:|",
-        *(f"| {label} | {r['mb_per_s']:.1f} | {r['prepare_s']:.1f} | {gb(r['peak_rss'])} |" for label, r in rows),
+        *(
+            f"| {label} | {r['mb_per_s']:.1f} | {r['prepare_s']:.1f} | {gb(r['peak_rss_process'])} |"
+            for label, r in rows
+        ),
         "",
         "| run on the prepared corpus | figure |",
         "|---|---:|",

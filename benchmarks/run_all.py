@@ -28,7 +28,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.memory import measured_child  # noqa: E402
 from craft.allocator import ENV, chosen_library  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -49,22 +49,8 @@ print(json.dumps({"flops": flops, "threads": torch.get_num_threads()}))
 
 
 def child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run one benchmark process; its last stdout line is JSON. Adds the process's own peak resident
-    memory (from wait4, not the maximum over all children so far) and its wall time."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
-        )
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            err.seek(0)
-            raise SystemExit(f"benchmark failed: {' '.join(cmd)}\n{err.read()[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_process"] = usage.ru_maxrss * 1024
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    return result
+    """One benchmark process (its last stdout line is JSON), with its own peak RSS and wall time."""
+    return measured_child(cmd, {**os.environ, **(env or {})}, ROOT)
 
 
 def export_runtime(cmd: list[str]) -> dict:
