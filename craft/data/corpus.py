@@ -122,7 +122,8 @@ class Hasher:
 
 
 class Counting:
-    """A binary file wrapper that hashes what is read and counts the bytes (of the file on disk)."""
+    """A binary file wrapper that hashes what is read and counts the bytes (of the file on disk).
+    ``gzip`` reads its file object through ``read`` only; other attributes (name, mode) pass through."""
 
     def __init__(self, raw: BinaryIO, hasher: Hasher) -> None:
         self.raw, self.hasher = raw, hasher
@@ -131,11 +132,6 @@ class Counting:
         data = self.raw.read(n)
         self.hasher.update(data)
         return data
-
-    def readinto(self, b) -> int:
-        n = self.raw.readinto(b)
-        self.hasher.update(bytes(memoryview(b)[:n]))
-        return n
 
     def readable(self) -> bool:
         return True

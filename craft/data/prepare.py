@@ -247,10 +247,13 @@ def check(folder: Path) -> str | None:
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         return f"meta.json has format {found!r}, this craft writes {CACHE_FORMAT}"
+    sources = meta.get("sources")
     try:
         expected = int(meta["num_tokens"]) * np.dtype(meta["dtype"]).itemsize
-        meta["tokenizer"], meta["sources"][0]["train"]  # noqa: B018 (the keys the loader reads)
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError):
+        expected = None
+    records = isinstance(sources, list) and sources and all(isinstance(s, dict) and "train" in s for s in sources)
+    if expected is None or "tokenizer" not in meta or not records:
         return "meta.json lacks the fields craft reads"
     ids = folder / "ids.bin"
     size = ids.stat().st_size if ids.is_file() else None
