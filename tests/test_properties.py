@@ -34,6 +34,11 @@ def test_bpe_round_trips_any_text_and_counts_its_characters(text):
     assert sum(lengths[i] for i in ids) == len(text)
 
 
+@given(st.lists(st.text(max_size=200), min_size=1, max_size=4))
+def test_bpe_bulk_encoder_gives_the_ids_of_encode(texts):
+    assert [ids.tolist() for ids in BPE.encode_batch(texts)] == [BPE.encode(t) for t in texts]
+
+
 @given(st.data())
 def test_char_tokenizer_round_trips_text_drawn_from_its_vocab(data):
     vocab = data.draw(st.lists(st.characters(), min_size=1, max_size=50, unique=True))

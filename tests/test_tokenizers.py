@@ -1,5 +1,8 @@
+import json
+
 import pytest
 
+from craft.data.corpus import write_builtin_corpus
 from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from craft.errors import ConfigError, CraftError
 from tests.conftest import make_text
@@ -53,6 +56,32 @@ def test_bpe_encodes_text_it_never_saw():
     tok.fit("aaaa bbbb")
     text = "Zebra 🦓 ∑ \x00 tab\t"
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_bpe_bulk_encoding_is_tiktoken_with_the_ids_of_tokenizers(tmp_path):
+    pytest.importorskip("tiktoken", reason="tiktoken (craft[data]) is the fast bulk encoder")
+    write_builtin_corpus("pydoc", tmp_path / "pydoc.txt")
+    text = (tmp_path / "pydoc.txt").read_text()
+    tok = BPETokenizer(vocab_size=1024)
+    tok.fit(text)
+    assert tok._fast_encoder() is not None
+    # every 7th code point (no surrogates) in the contexts the split pattern treats apart
+    sweep = [chr(c) for c in range(0, 0x110000, 7) if not 0xD800 <= c < 0xE000]
+    probes = ["".join(f"a{c}b {c} x1{c}2{c}{c} 's{c}\n" for c in sweep[i : i + 500]) for i in range(0, len(sweep), 500)]
+    pieces = [text[i : i + 20_000] for i in range(0, len(text), 20_000)] + probes
+    bulk = tok.encode_batch(pieces)
+    assert [ids.tolist() for ids in bulk] == [tok.encode(p) for p in pieces]
+
+
+def test_bpe_outside_the_plain_byte_level_shape_encodes_with_tokenizers():
+    tok = BPETokenizer(vocab_size=300)
+    tok.fit(make_text(5_000))
+    spec = json.loads(tok.state()["trained"])
+    spec["pre_tokenizer"]["add_prefix_space"] = True  # tiktoken's split has no prefix space
+    other = BPETokenizer(trained=json.dumps(spec))
+    assert other._fast_encoder() is None
+    text = make_text(2_000)
+    assert other.encode_batch([text])[0].tolist() == other.encode(text) != tok.encode(text)
 
 
 def test_bpe_settings_are_checked():

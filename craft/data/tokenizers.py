@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -204,6 +206,41 @@ def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
+GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _tiktoken_for(tok: hf.Tokenizer) -> Any:
+    """A ``tiktoken.Encoding`` giving ``tok``'s ids, or None (no tiktoken, or not a plain byte-level BPE)."""
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    spec = json.loads(tok.to_str())
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    plain = (
+        model.get("type") == "BPE"
+        and not (model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"))
+        and not model.get("byte_fallback")
+        and spec.get("normalizer") is None
+        and not spec.get("added_tokens")
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space")
+    )
+    if not plain:
+        return None
+    vocab = model["vocab"]
+    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+    made = [vocab.get(a + b) for a, b in (m.split(" ", 1) if isinstance(m, str) else m for m in model["merges"])]
+    in_order = all(x is not None for x in made) and all(x < y for x, y in zip(made, made[1:], strict=False))
+    if not in_order or any(c not in byte_of for piece in vocab for c in piece):
+        return None
+    ranks = {bytes(byte_of[c] for c in piece): i for piece, i in vocab.items()}
+    if len(ranks) != len(vocab) or sorted(ranks.values()) != list(range(len(ranks))):
+        return None
+    return tiktoken.Encoding("craft-bpe", pat_str=GPT2_SPLIT, mergeable_ranks=ranks, special_tokens={})
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable character table of byte-level BPE (GPT-2), as HF ``tokenizers`` uses it:
     printable Latin-1 bytes stand for themselves, the other 68 bytes for characters from U+0100 on."""
@@ -249,6 +286,7 @@ class BPETokenizer(Tokenizer):
         self.requested_vocab_size = vocab_size
         self.min_frequency = min_frequency
         self._char_lengths: list[int] | None = None
+        self._fast: Any = None  # tiktoken's encoder for this vocabulary; False where it cannot be used
         self._tok: hf.Tokenizer | None = hf.Tokenizer.from_str(trained) if trained else None
 
     @property
@@ -283,13 +321,31 @@ class BPETokenizer(Tokenizer):
         tok.train_from_iterator(chunks, trainer)
         self._tok = tok
         self._char_lengths = None
+        self._fast = None
 
     def encode(self, text: str) -> list[int]:
         return self._require().encode(text).ids
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        # The library's parallel batch encoder, without the offsets craft does not use.
-        return [np.asarray(e.ids, dtype=np.int64) for e in self._require().encode_batch_fast(texts)]
+        fast = self._fast_encoder()
+        if fast is not None:
+            batch = fast.encode_ordinary_batch(texts, num_threads=max(1, len(os.sched_getaffinity(0))))
+        else:  # the library's parallel batch encoder, without the offsets craft does not use
+            batch = [e.ids for e in self._require().encode_batch_fast(texts)]
+        return [np.asarray(ids, dtype=np.int64) for ids in batch]
+
+    def _fast_encoder(self) -> Any:
+        """tiktoken's encoder over this vocabulary, where tiktoken is installed and the tokenizer is
+        the plain byte-level BPE craft trains: about 4x the bulk speed of ``tokenizers``, same ids.
+
+        tiktoken merges the adjacent pair whose joined bytes have the lowest id; ``tokenizers``
+        applies the merge listed first. For a merge list learnt by BPE training these agree when each
+        merge makes a new token and tokens are numbered in merge order, which is checked here
+        (``tests/test_corpus.py`` compares the two on real text and every code point).
+        """
+        if self._fast is None:
+            self._fast = _tiktoken_for(self._require()) or False
+        return self._fast or None
 
     def decode(self, ids: list[int]) -> str:
         return self._require().decode(ids)
