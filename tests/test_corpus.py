@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from craft.cli import main
-from craft.data import TextDataModule
+from craft.data import TextDataModule, corpus
 from craft.data.datamodule import Source, WindowBatchSampler
 from craft.data.tokenizers import BPETokenizer
 from craft.errors import CraftError, CraftWarning
@@ -71,10 +71,13 @@ def test_every_input_form_gives_the_ids_of_the_plain_text(tmp_path, plain, token
 
 
 @pytest.mark.parametrize("tokenizer", [None, "bpe"])
-def test_small_chunks_prepare_the_ids_of_one_chunk(plain, tmp_path, capsys, tokenizer):
+def test_small_chunks_prepare_the_ids_of_one_chunk(plain, tmp_path, capsys, monkeypatch, tokenizer):
     make = (lambda: BPETokenizer(300)) if tokenizer else (lambda: None)
     whole, state = ids_of(plain, tokenizer=make(), chunk_chars=10**9, cache_dir=str(tmp_path / "a"))
     capsys.readouterr()
+    monkeypatch.setattr(corpus, "READ_BYTES", 997)  # reads end inside multi-byte characters too
+    pieces = list(corpus.chunks(corpus.text_pieces([plain], "", "text", corpus.Hasher()), 200, not tokenizer))
+    assert len(pieces) > 10 and "".join(pieces) == plain.read_text(encoding="utf-8")
     chunked, chunked_state = ids_of(plain, tokenizer=make(), chunk_chars=200, cache_dir=str(tmp_path / "b"))
     assert np.array_equal(whole, chunked) and state == chunked_state
     err = capsys.readouterr().err

@@ -282,13 +282,21 @@ def safe_cut(text: str) -> int:
             return i + 1
 
 
-def chunks(pieces: Iterator[str], size: int) -> Iterator[str]:
+def chunks(pieces: Iterator[str], size: int, anywhere: bool = False) -> Iterator[str]:
     """Regroup text pieces into chunks of at least ``size`` characters (but the last), cut only at
     ``safe_cut`` points, so encoding chunk by chunk gives the ids of encoding the whole. A text with
-    no safe point stays one chunk, however long."""
+    no safe point stays one chunk, however long. ``anywhere``: the tokenizer does not care where a
+    chunk ends, so small pieces are joined up to ``size`` and larger ones pass through uncopied."""
     buf: list[str] = []
     n = 0
     for piece in pieces:
+        if anywhere:
+            if buf and n + len(piece) > size:
+                yield "".join(buf)
+                buf, n = [], 0
+            buf.append(piece)
+            n += len(piece)
+            continue
         buf.append(piece)
         n += len(piece)
         if n >= size:

@@ -82,8 +82,10 @@ class Progress:
         self.bar.close()
 
 
-def source_chunks(source: Prepared, separator: str, text_field: str, chunk_chars: int, hasher: Hasher) -> Iterator[str]:
-    return chunks(text_pieces(source.files, separator, text_field, hasher), chunk_chars)
+def source_chunks(
+    source: Prepared, separator: str, text_field: str, chunk_chars: int, hasher: Hasher, anywhere: bool
+) -> Iterator[str]:
+    return chunks(text_pieces(source.files, separator, text_field, hasher), chunk_chars, anywhere)
 
 
 def split_at(pieces: Iterator[str], cut0: int) -> Iterator[tuple[str, str]]:
@@ -145,7 +147,7 @@ def prepare(
     def scanned() -> Iterator[str]:
         read = 0
         for s in sources:
-            for chunk in source_chunks(s, separator, text_field, chunk_chars, s.hasher):
+            for chunk in source_chunks(s, separator, text_field, chunk_chars, s.hasher, tokenizer.cuts_anywhere):
                 s.chars += len(chunk)
                 s.nonblank = s.nonblank or not chunk.isspace()
                 progress.to(read + s.hasher.bytes_read)
@@ -184,7 +186,9 @@ def prepare(
                 hasher = Hasher()
                 batch: list[str] = []
                 part = "train"
-                for kind, text in split_at(source_chunks(s, separator, text_field, chunk_chars, hasher), cut0):
+                for kind, text in split_at(
+                    source_chunks(s, separator, text_field, chunk_chars, hasher, tokenizer.cuts_anywhere), cut0
+                ):
                     if kind != part:
                         counts[part] += write_ids(out, tokenizer, batch, dtype)
                         part, val_start_char = kind, chars

@@ -28,6 +28,9 @@ class Tokenizer(ABC):
     """
 
     kind: ClassVar[str]
+    # True when encoding a text cut anywhere into pieces gives the ids of the whole (one id per
+    # character); else the corpus is cut only where byte-level BPE splits words anyway.
+    cuts_anywhere: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[Tokenizer]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -118,6 +121,7 @@ class CharTokenizer(Tokenizer):
     """One token per Unicode character; the vocabulary is the sorted set of the corpus's characters."""
 
     kind = "char"
+    cuts_anywhere = True
 
     def __init__(self, vocab: list[str] | None = None) -> None:
         """
@@ -155,18 +159,26 @@ class CharTokenizer(Tokenizer):
 
     def fit_stream(self, chunks: Iterable[str], total_bytes: int) -> None:
         seen = np.zeros(UNICODE, dtype=bool)
+        skip = bytes(range(128, 256))  # ASCII bytes already seen, and every non-ASCII byte
         for chunk in chunks:
-            seen[codepoints(chunk)] = True
+            new = chunk.encode("utf-8").translate(None, skip)  # the ASCII not seen yet: C speed
+            if new:
+                seen[list(set(new))] = True
+                skip = bytes(sorted({*skip, *new}))
+            if not chunk.isascii():
+                cps = codepoints(chunk)
+                seen[cps[cps >= 128]] = True
         self._set_vocab([chr(c) for c in np.flatnonzero(seen)])  # code point order = sorted(set(text))
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        if self._table is None:
-            self._table = np.full(UNICODE, -1, dtype=np.int32)
-            self._table[[ord(c) for c in self._require()]] = np.arange(self.vocab_size, dtype=np.int32)
+        if self._table is None:  # code point -> id; the largest value of the dtype marks "not in vocab"
+            dtype = np.uint16 if self.vocab_size < 2**16 - 1 else np.uint32
+            self._table = np.full(UNICODE, np.iinfo(dtype).max, dtype=dtype)
+            self._table[[ord(c) for c in self._require()]] = np.arange(self.vocab_size, dtype=dtype)
         out = []
         for text in texts:
             ids = self._table[codepoints(text)]
-            if len(ids) and ids.min() < 0:
+            if len(ids) and ids.max() >= self.vocab_size:
                 self.encode(text)  # raises the error that names the unknown characters
             out.append(ids)
         return out
