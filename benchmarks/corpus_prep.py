@@ -13,7 +13,9 @@ fork in the child's ``ru_maxrss``). Each measurement runs in its own process, so
   for the before/after table;
 - a ``fit`` on the prepared largest corpus: seconds from the end of the imports to the first training
   step (the cache is found from file sizes and times, nothing is re-read);
-- training tokens/s (got_char shape) on the largest corpus against pydoc, alternated.
+- training tokens/s (got_char shape) on the largest corpus against pydoc given the same vocabulary
+  (one extra line of the large corpus's characters), alternated ``--train-rounds`` times, each run's
+  figure from its median step; and the data path alone, milliseconds per batch from each loader.
 
 Prints a markdown table and writes ``benchmarks/results/corpus_prep.{md,json}``.
 """
@@ -30,6 +32,7 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,6 +58,26 @@ dm = TextDataModule(path, tokenizer=tok, cache_dir=cache, **extra)
 dm.prepare_data()
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "prepare_s": t2 - t1, "vocab": dm.tokenizer.vocab_size}))
+"""
+
+LOADER = """
+import json, sys, time
+from craft.data import TextDataModule
+pydoc, large, cache, val_chars = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+out = {}
+for name, path, val in (("pydoc", pydoc, {}), ("large", large, {"val_chars": val_chars})):
+    dm = TextDataModule(path, block_size=256, batch_size=64, cache_dir=cache, **val)
+    dm.setup("fit")
+    times = []
+    for _ in range(5):  # pydoc's epoch is about 25 batches: draw 20 from a fresh iterator each time
+        it = iter(dm.train_dataloader())
+        next(it)
+        t = time.perf_counter()
+        for _ in range(20):
+            next(it)
+        times.append((time.perf_counter() - t) / 20 * 1e3)
+    out[name + "_ms"] = min(times)
+print(json.dumps(out))
 """
 
 STARTUP = """
@@ -132,6 +155,7 @@ def main() -> None:
     p.add_argument("--baseline", default=None, help="an older craft checkout to measure on the smallest size")
     p.add_argument("--sample-mb", type=int, default=100, help="BPE training sample on corpora larger than this")
     p.add_argument("--train-steps", type=int, default=30)
+    p.add_argument("--train-rounds", type=int, default=3, help="alternated pairs of training runs")
     p.add_argument("--kinds", default="char,bpe", help="tokenizers to measure: char, bpe or both")
     p.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -179,23 +203,32 @@ def main() -> None:
         start = child([*py, "-c", STARTUP, str(corpora[largest]), str(prepared), str(VAL_CHARS)], here)
         results["startup"] = start
         print(f"startup: {json.dumps(start)}", file=sys.stderr, flush=True)
-        # Training speed: the largest corpus against pydoc, got_char shape, alternated.
-        pydoc = ROOT / "data" / "pydoc_topics.txt"
+        # Training speed: the largest corpus against pydoc, got_char shape, alternated. pydoc gets
+        # one more line holding every character of the large corpus, so both runs have the same
+        # vocabulary, hence the same model: only the data path differs.
+        vocab = json.loads(next(prepared.glob("*/meta.json")).read_text())["tokenizer"]["vocab"]
+        pydoc = cache_root / "pydoc_same_vocab.txt"
+        pydoc_text = (ROOT / "data" / "pydoc_topics.txt").read_text(encoding="utf-8")
+        pydoc.write_text(pydoc_text + "\n" + "".join(vocab) + "\n", encoding="utf-8")
+        results["vocab"] = len(vocab)
         train = [*py, "benchmarks/train_throughput.py", "--config", "configs/got_char.yaml"]
         train += ["--steps", str(args.train_steps), "--warmup", "6", "--samples.every_n_steps", "0"]
         train += ["--samples.at_end", "false"]
         speeds: dict[str, list[float]] = {"pydoc": [], "large": []}
-        for _ in range(2):
+        for _ in range(args.train_rounds):
             for which, extra in (
-                ("pydoc", ["--data.path", str(pydoc), "--data.builtin_corpus", "pydoc"]),
+                ("pydoc", ["--data.path", str(pydoc)]),
                 (
                     "large",
                     ["--data.path", str(corpora[largest]), "--data.cache_dir", str(prepared)]
                     + ["--data.val_chars", str(VAL_CHARS)],
                 ),
             ):
-                speeds[which].append(child([*train, *extra], here)["tokens_per_s"])
+                speeds[which].append(child([*train, *extra], here)["tokens_per_s_median_step"])
         results["train_tokens_per_s"] = speeds
+        # The data path alone: milliseconds to draw one got_char batch from each corpus.
+        loader = child([*py, "-c", LOADER, str(pydoc), str(corpora[largest]), str(prepared), str(VAL_CHARS)], here)
+        results["loader_ms_per_batch"] = loader
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
 
@@ -215,10 +248,12 @@ def main() -> None:
         f"| {largest} MB char, prepared: end of imports to the first training step (quickstart config) "
         f"| {start['to_first_step_s']:.2f} s |",
         f"| imports (Python, torch, Lightning, craft) | {start['import_s']:.2f} s |",
-        f"| got_char training tok/s, pydoc (2 runs) | {', '.join(f'{s:,.0f}' for s in speeds['pydoc'])} |",
-        f"| got_char training tok/s, {largest} MB corpus (2 runs, alternated) "
+        f"| got_char training tok/s, pydoc (vocab {len(vocab)}) | {', '.join(f'{s:,.0f}' for s in speeds['pydoc'])} |",
+        f"| got_char training tok/s, {largest} MB corpus (vocab {len(vocab)}, alternated) "
         f"| {', '.join(f'{s:,.0f}' for s in speeds['large'])} |",
-        f"| ratio, {largest} MB / pydoc | {sum(speeds['large']) / sum(speeds['pydoc']):.3f} |",
+        f"| ratio of medians, {largest} MB / pydoc | {median(speeds['large']) / median(speeds['pydoc']):.3f} |",
+        f"| one batch from the loader (64 x 256), pydoc / {largest} MB | {loader['pydoc_ms']:.2f} ms"
+        f" / {loader['large_ms']:.2f} ms |",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "corpus_prep.json").write_text(json.dumps(results, indent=1))

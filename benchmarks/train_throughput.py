@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import lightning as L
 import torch
@@ -72,6 +73,8 @@ def measure(config: str, steps: int, warmup: int, extra: list[str], monitors: bo
         "monitors": monitors,
         "steps_timed": len(t) - 1,
         "tokens_per_s": round(sum(n) / (t[-1] - t[0]), 1),
+        # The same from the median step: robust to the odd slow step of a shared machine.
+        "tokens_per_s_median_step": round(median(n) / median(b - a for a, b in zip(t, t[1:], strict=False)), 1),
         "peak_rss": peak_rss_bytes(),
         # Memory growth over the timed steps (a leak would show here, not in the peak).
         "rss_growth": timer.rss[-1] - timer.rss[warmup],
