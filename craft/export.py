@@ -1,6 +1,7 @@
-"""Export a checkpoint to a folder that runs without PyTorch (ONNX + numpy + onnxruntime).
+"""Export a checkpoint to a folder that runs without PyTorch (ONNX + numpy + onnxruntime), or to HF.
 
     python -m craft.export --ckpt_path logs/got_char_1M_ctx256_bs64/checkpoints/last.ckpt --out export/got_char --int8
+    python -m craft.export --format hf --ckpt_path ... --out export/got_char_hf   (craft/hf.py)
 
 The folder holds ``model.onnx`` (``GPT.forward`` with its KV cache, traced: one decoder step that
 takes and returns the cache buffers),
@@ -153,10 +154,15 @@ def export_hint(field: str, name: str) -> str:
 
 
 def export(
-    ckpt_path: Path, out: Path, int8: bool = False, trusted: dict[str, str | None] | None = None
+    ckpt_path: Path,
+    out: Path,
+    int8: bool = False,
+    trusted: dict[str, str | None] | None = None,
+    format: str = "onnx",
 ) -> dict[str, Any]:
-    """Write ``out`` from ``ckpt_path``. ``trusted`` maps a part field (or ``tokenizer``) to the
-    import path the user names for it: the checkpoint may use that class (``craft/checkpoint.py``)."""
+    """Write ``out`` from ``ckpt_path``: the ONNX folder, or with ``format="hf"`` a ``transformers``
+    model folder (``craft/hf.py``). ``trusted`` maps a part field (or ``tokenizer``) to the import
+    path the user names for it: the checkpoint may use that class (``craft/checkpoint.py``)."""
     from craft.checkpoint import PART_FIELDS, read_checkpoint
     from craft.module import LanguageModel
 
@@ -164,6 +170,10 @@ def export(
     checkpoint = read_checkpoint(ckpt_path, trusted, export_hint)  # weights_only, and no names imported
     if out.exists() and any(out.iterdir()):
         raise CraftError(f"{out} exists and is not empty; pick a new --out (nothing was overwritten)")
+    if format == "hf":
+        from craft.hf import target
+
+        target(checkpoint["hyper_parameters"])  # refuse before building or writing anything
     named = {f: trusted[f] for f in PART_FIELDS if trusted.get(f)}
     lm = LanguageModel.load_from_checkpoint(
         ckpt_path, map_location="cpu", weights_only=True, tokenizer=trusted.get("tokenizer"), **named
@@ -172,6 +182,17 @@ def export(
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    if format == "hf":
+        from craft.hf import export_hf
+
+        try:
+            files = export_hf(lm.model, lm._require_tokenizer(), tmp)
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            tmp.replace(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {"format": "hf", "files": {f: (out / f).stat().st_size for f in files}}
     try:
         parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)  # for error messages
         try:
@@ -234,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m craft.export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a craft checkpoint (.ckpt)")
     parser.add_argument("--out", type=Path, required=True, help="folder to create (must not exist or be empty)")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "hf"),
+        default="onnx",
+        help="onnx: a folder that runs without PyTorch (default); hf: a transformers model folder",
+    )
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
     fields = (*PART_FIELDS, "tokenizer")
     for field in fields:
@@ -243,7 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     trusted = {f: getattr(args, f) for f in fields}
     try:
-        manifest = export(args.ckpt_path, args.out, args.int8, trusted)
+        if args.format == "hf" and args.int8:
+            raise CraftError("--int8 is for --format onnx; a transformers model quantizes on loading")
+        manifest = export(args.ckpt_path, args.out, args.int8, trusted, args.format)
     except CraftError as e:
         print(f"craft.export: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -251,7 +280,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{f} {n / 1e6:.2f} MB" if n > 1e5 else f"{f} {n / 1e3:.1f} kB" for f, n in manifest["files"].items()
     )
     print(f"craft.export: wrote {args.out} ({sizes})")
-    print(f"run it: python -m craft.runtime {args.out} --prompt 'The '  (or python {args.out}/run.py ...)")
+    if args.format == "hf":
+        print(f"load it: AutoModelForCausalLM.from_pretrained({str(args.out)!r}) and AutoTokenizer, from transformers")
+    else:
+        print(f"run it: python -m craft.runtime {args.out} --prompt 'The '  (or python {args.out}/run.py ...)")
 
 
 if __name__ == "__main__":
