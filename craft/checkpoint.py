@@ -173,13 +173,45 @@ def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
         note(f"resuming {cfg.experiment!r} from {path} at global step {used.step}")
         return used
     # validate/test/predict rebuild the checkpoint's network; generation settings stay the config's.
+    take_network(cfg, checkpoint)
+    return used
+
+
+def take_network(cfg: Namespace, checkpoint: dict[str, Any]) -> None:
+    """Put the checkpoint's architecture and tokenizer into ``cfg`` (the tokenizer as the config
+    entry that rebuilds it, fitted: no corpus is needed to know it)."""
+    hparams = checkpoint["hyper_parameters"]
     for f in ARCHITECTURE_FIELDS:
         if f in hparams and f != "vocab_size":
             cfg.model[f] = hparams[f]
     cfg.data.block_size = hparams["block_size"]
-    # The checkpoint's tokenizer, as the config entry that rebuilds it: no corpus needed.
     state = checkpoint["tokenizer"]
     cfg.data.tokenizer = Namespace(
         class_path=class_path(Tokenizer.class_of(state)), init_args=Namespace(**Tokenizer.init_args_of(state))
     )
-    return used
+
+
+def use_init_from(cfg: Namespace) -> dict[str, Any] | None:
+    """``fit --init_from``: check the checkpoint and make ``cfg`` a new run of its network.
+
+    The run is new (its own experiment folder, a fresh optimizer, schedule and data order); only the
+    weights, the architecture and the tokenizer come from the checkpoint, which is returned so the
+    CLI can load its weights once the model is built. ``--ckpt_path`` still means "resume exactly".
+    """
+    path = cfg.get("init_from")
+    if path is None:
+        return None
+    if cfg.get("ckpt_path") is not None:
+        raise CraftError(
+            "--init_from starts a new run from a model's weights and --ckpt_path resumes a run exactly: give one"
+        )
+    tokenizer = cfg.data.get("tokenizer")
+    trusted = {f: cfg.model.get(f) for f in PART_FIELDS}
+    trusted["tokenizer"] = tokenizer.get("class_path") if isinstance(tokenizer, Namespace) else None
+    checkpoint = read_checkpoint(path, trusted, weights_only=cfg.get("weights_only") is not False)
+    take_network(cfg, checkpoint)
+    note(
+        f"new run {cfg.experiment!r} from the weights of {path} (its step {int(checkpoint.get('global_step', 0))}): "
+        "its architecture and tokenizer, a fresh optimizer, schedule and data order"
+    )
+    return checkpoint

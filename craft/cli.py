@@ -25,7 +25,7 @@ from craft.callbacks import (
     StopRequested,
     TokenThroughput,
 )
-from craft.checkpoint import Checkpoint, checkpoint_dir, use_checkpoint
+from craft.checkpoint import Checkpoint, checkpoint_dir, use_checkpoint, use_init_from
 from craft.data import TextDataModule
 from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning
@@ -74,6 +74,7 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self.resumed: Checkpoint | None = None  # the checkpoint of this command, once checked
+        self.init_from: dict | None = None  # fit --init_from: the checkpoint whose weights start the run
         super().__init__(
             LanguageModel,
             TextDataModule,
@@ -97,6 +98,13 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
             "--experiment", type=str, default="default", help="Run name: logs/<experiment>/ holds its files."
         )
         parser.add_argument("--log_dir", type=str, default="logs", help="Folder that holds every experiment.")
+        parser.add_argument(
+            "--init_from",
+            type=str | None,
+            default=None,
+            help="fit only: start a new run from this checkpoint's weights, architecture and tokenizer "
+            "(fresh optimizer, schedule and data order); --ckpt_path resumes a run exactly instead.",
+        )
         parser.add_lightning_class_args(CraftCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SampleGeneration, "samples")
         parser.add_lightning_class_args(TokenThroughput, "throughput")
@@ -109,8 +117,13 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
     # -- checkpoint path: resolve `last`, never start fresh silently, rebuild the architecture --
 
     def before_instantiate_classes(self) -> None:
-        """Check ``--ckpt_path`` and apply it to the config before anything is built (craft/checkpoint.py)."""
-        self.resumed = use_checkpoint(self.subcommand, self.config[self.subcommand]) if self.subcommand else None
+        """Check ``--ckpt_path`` / ``--init_from`` and apply them to the config before anything is
+        built (craft/checkpoint.py)."""
+        cfg = self.config[self.subcommand] if self.subcommand else None
+        if cfg is not None and cfg.get("init_from") is not None and self.subcommand != "fit":
+            raise CraftError(f"--init_from starts a training run: it is for fit, not {self.subcommand}")
+        self.resumed = use_checkpoint(self.subcommand, cfg) if cfg is not None else None
+        self.init_from = use_init_from(cfg) if cfg is not None and self.subcommand == "fit" else None
 
     def instantiate_trainer(self, **kwargs: Any):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -146,6 +159,8 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
         return trainer
 
     def after_instantiate_classes(self) -> None:
+        if self.init_from is not None:
+            self.model.load_state_dict(self.init_from["state_dict"])
         if self.resumed is not None and self.subcommand == "fit":
             saved = self.resumed.tokenizer
             tokenizer = self.datamodule.tokenizer
@@ -156,6 +171,14 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
                     f"differs from the checkpoint's {theirs.describe()}; resume on the original corpus "
                     "and tokenizer settings"
                 )
+
+    def before_fit(self) -> None:
+        if self.init_from is not None:
+            # The new corpus scored by the weights as they came: the run's first val/loss, at step 0.
+            # Under no_grad rather than inference_mode: metric states reset in inference mode would
+            # be inference tensors, which training then cannot update in place.
+            self.trainer.validate_loop.inference_mode = False
+            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
 
 
 def _exit_after_signal(code: int, message: str) -> None:

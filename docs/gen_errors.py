@@ -38,7 +38,7 @@ def main() -> None:
             folder.mkdir(exist_ok=True)
             args = case.args(folder)
             run = subprocess.run(
-                [sys.executable, "-m", "craft", *args],
+                [sys.executable, "-m", case.module, *args],
                 capture_output=True,
                 text=True,
                 cwd=folder,
@@ -51,7 +51,7 @@ def main() -> None:
         "# Errors for bad input",
         "",
         "Each row is a test in `tests/test_bad_input.py` (message, exit code, and that no file on disk changed).",
-        "Messages below come from running each case through `python -m craft`; regenerate with",
+        "Messages below come from running each case through `python -m craft` (or `craft.export`); regenerate with",
         "`python docs/gen_errors.py`. Errors are one line with exit code 2; `CRAFT_DEBUG=1` shows the traceback.",
         "Rows with exit code 0 are warnings: the command goes on with the stated fix.",
         "",

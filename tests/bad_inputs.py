@@ -53,6 +53,7 @@ class Case:
     expect: str  # substring of the message
     code: int = 2  # exit code; 0 for warnings
     needs_checkpoint: bool = False
+    module: str = "craft"  # run as `python -m <module>`: craft, or craft.export
 
 
 # A module in the current folder that a tampered checkpoint names: importing it leaves a marker.
@@ -198,6 +199,52 @@ CASES = [
         "no checkpoint to resume",
         lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last"),
         "no last.ckpt in logs/tiny/checkpoints",
+    ),
+    Case(
+        "init_from",
+        "new corpus with characters outside the checkpoint's vocabulary",
+        lambda d: fit(
+            "--data.path",
+            str(write(d, "other.txt", make_text(20_000) + "Ωμέγα")),
+            "--experiment",
+            "adapted",
+            "--init_from",
+            "logs/tiny/checkpoints/last.ckpt",
+        ),
+        "5 character(s) outside the model's",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "init_from",
+        "with --ckpt_path as well",
+        lambda d: fit(
+            "--data.path", str(corpus(d)), "--init_from", "logs/tiny/checkpoints/last.ckpt", "--ckpt_path", "last"
+        ),
+        "--init_from starts a new run from a model's weights and --ckpt_path resumes a run exactly: give one",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "init_from",
+        "given to predict",
+        lambda d: predict("--init_from", "logs/tiny/checkpoints/last.ckpt"),
+        "--init_from starts a training run: it is for fit, not predict",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "export",
+        "--format hf of a block transformers has no class for",
+        lambda d: ["--format", "hf", "--ckpt_path", str(tampered(d, norm="rmsnorm")), "--out", "hf"],
+        "no transformers architecture computes this block (norm rmsnorm, mlp gelu, positions learned)",
+        needs_checkpoint=True,
+        module="craft.export",
+    ),
+    Case(
+        "export",
+        "--format hf with --int8",
+        lambda d: ["--format", "hf", "--int8", "--ckpt_path", "logs/tiny/checkpoints/last.ckpt", "--out", "hf"],
+        "--int8 is for --format onnx",
+        needs_checkpoint=True,
+        module="craft.export",
     ),
     Case(
         "predict",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from craft.cli import main
+from craft.export import main as export_main
 from tests.bad_inputs import CASES, train_checkpoint
 
 
@@ -41,7 +42,7 @@ def test_bad_input(case, trained, tmp_path, monkeypatch, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            main(args)
+            (export_main if case.module == "craft.export" else main)(args)
             code = 0
         except SystemExit as e:
             code = e.code
@@ -51,7 +52,7 @@ def test_bad_input(case, trained, tmp_path, monkeypatch, capsys):
     assert case.expect in text
     assert "Traceback" not in text
     if code:
-        assert out.err.strip().splitlines()[-1].startswith(("craft: error:", "error:"))
+        assert out.err.strip().splitlines()[-1].startswith(("craft: error:", "craft.export: error:", "error:"))
     after = snapshot(tmp_path)
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"files damaged by a failed run: {changed}"

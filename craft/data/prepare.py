@@ -118,10 +118,14 @@ def split_at(pieces: Iterator[str], cut0: int) -> Iterator[tuple[str, str]]:
         yield "train", "".join(pending)
 
 
-def write_ids(out, tokenizer: Tokenizer, batch: list[str], dtype: np.dtype) -> int:
+def write_ids(out, tokenizer: Tokenizer, batch: list[str], dtype: np.dtype, where: str = "the corpus") -> int:
     """Encode ``batch`` with the tokenizer's bulk encoder, append the ids to ``out``, empty the batch."""
     n = 0
-    for ids in tokenizer.encode_batch(batch):
+    try:
+        encoded = tokenizer.encode_batch(batch)
+    except CraftError as e:  # a fitted tokenizer (a checkpoint's) meeting text it cannot encode
+        raise CraftError(f"{where}: {e}") from None
+    for ids in encoded:
         out.write(ids.astype(dtype, copy=False).tobytes())
         n += len(ids)
     batch.clear()
@@ -186,18 +190,19 @@ def prepare(
                 hasher = Hasher()
                 batch: list[str] = []
                 part = "train"
+                where = f"corpus {s.files[0]}" if len(s.files) == 1 else f"corpus {s.name} ({len(s.files)} files)"
                 for kind, text in split_at(
                     source_chunks(s, separator, text_field, chunk_chars, hasher, tokenizer.cuts_anywhere), cut0
                 ):
                     if kind != part:
-                        counts[part] += write_ids(out, tokenizer, batch, dtype)
+                        counts[part] += write_ids(out, tokenizer, batch, dtype, where)
                         part, val_start_char = kind, chars
                     batch.append(text)
                     chars += len(text)
                     if len(batch) >= ENCODE_BATCH:
-                        counts[part] += write_ids(out, tokenizer, batch, dtype)
+                        counts[part] += write_ids(out, tokenizer, batch, dtype, where)
                     progress.to(read + hasher.bytes_read)
-                counts[part] += write_ids(out, tokenizer, batch, dtype)
+                counts[part] += write_ids(out, tokenizer, batch, dtype, where)
                 written += counts["train"] + counts["val"]
                 read += hasher.bytes_read
                 if hasher.hexdigest() != s.hasher.hexdigest():
@@ -215,6 +220,9 @@ def prepare(
                         "val": [first + counts["train"], first + counts["train"] + counts["val"]],
                     }
                 )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed preparation leaves nothing behind
+        raise
     finally:
         progress.close()
     meta = {

@@ -177,9 +177,16 @@ class CharTokenizer(Tokenizer):
             self._table[[ord(c) for c in self._require()]] = np.arange(self.vocab_size, dtype=dtype)
         out = []
         for text in texts:
-            ids = self._table[codepoints(text)]
+            cps = codepoints(text)
+            ids = self._table[cps]
             if len(ids) and ids.max() >= self.vocab_size:
-                self.encode(text)  # raises the error that names the unknown characters
+                chars, counts = np.unique(cps[ids >= self.vocab_size], return_counts=True)
+                shown = ", ".join(f"{chr(c)!r} ({n}x)" for c, n in zip(chars[:10], counts[:10], strict=True))
+                more = f" and {len(chars) - 10} more" if len(chars) > 10 else ""
+                raise CraftError(
+                    f"{len(chars)} character(s) outside the model's {self.vocab_size}-character vocabulary: "
+                    f"{shown}{more}; remove or replace them"
+                )
             out.append(ids)
         return out
 
