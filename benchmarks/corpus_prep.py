@@ -15,7 +15,9 @@ fork in the child's ``ru_maxrss``). Each measurement runs in its own process, so
   step (the cache is found from file sizes and times, nothing is re-read);
 - training tokens/s (got_char shape) on the largest corpus against pydoc given the same vocabulary
   (one extra line of the large corpus's characters), alternated ``--train-rounds`` times, each run's
-  figure from its median step; and the data path alone, milliseconds per batch from each loader.
+  figure from its median step; the data path alone, milliseconds per batch from each loader; and
+  the same model in one process with steps alternating between the two corpora (``--alternate-rounds``),
+  which the machine's drift between processes cannot skew.
 
 Prints a markdown table and writes ``benchmarks/results/corpus_prep.{md,json}``.
 """
@@ -77,6 +79,45 @@ for name, path, val in (("pydoc", pydoc, {}), ("large", large, {"val_chars": val
             next(it)
         times.append((time.perf_counter() - t) / 20 * 1e3)
     out[name + "_ms"] = min(times)
+print(json.dumps(out))
+"""
+
+ALTERNATE = """
+import json, statistics, sys, time
+import torch
+from craft.data import TextDataModule
+from craft.data.tokenizers import CharTokenizer
+from craft.model import GPT, GPTConfig
+pydoc, large, cache, val_chars, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+vocab = None
+loaders = {}
+for name, path, val in (("large", large, {"val_chars": val_chars}), ("pydoc", pydoc, {})):
+    dm = TextDataModule(path, tokenizer=CharTokenizer(vocab) if vocab else None, block_size=256, batch_size=64,
+        cache_dir=cache, **val)
+    dm.setup("fit")
+    vocab = vocab or dm.tokenizer.vocab
+    loaders[name] = (dm, iter(dm.train_dataloader()))
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=len(vocab), block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+times = {name: [] for name in loaders}
+for r in range(rounds + 2):  # two warm-up rounds
+    for name, (dm, it) in loaders.items():
+        t = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:  # pydoc's epoch is short
+            it = iter(dm.train_dataloader())
+            loaders[name] = (dm, it)
+            x, y = next(it)
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if r >= 2:
+            times[name].append(time.perf_counter() - t)
+out = {f"{k}_tok_s": 64 * 256 / statistics.median(v) for k, v in times.items()}
+out["steps"] = times
 print(json.dumps(out))
 """
 
@@ -156,6 +197,7 @@ def main() -> None:
     p.add_argument("--sample-mb", type=int, default=100, help="BPE training sample on corpora larger than this")
     p.add_argument("--train-steps", type=int, default=30)
     p.add_argument("--train-rounds", type=int, default=3, help="alternated pairs of training runs")
+    p.add_argument("--alternate-rounds", type=int, default=20, help="alternated pairs of steps in one process")
     p.add_argument("--kinds", default="char,bpe", help="tokenizers to measure: char, bpe or both")
     p.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -229,6 +271,14 @@ def main() -> None:
         # The data path alone: milliseconds to draw one got_char batch from each corpus.
         loader = child([*py, "-c", LOADER, str(pydoc), str(corpora[largest]), str(prepared), str(VAL_CHARS)], here)
         results["loader_ms_per_batch"] = loader
+        # The same model in one process, steps alternating between a batch of each corpus (drawing
+        # the batch included): the VM's drift between processes cannot favour either side.
+        alternate = child(
+            [*py, "-c", ALTERNATE, str(pydoc), str(corpora[largest]), str(prepared), str(VAL_CHARS)]
+            + [str(args.alternate_rounds)],
+            here,
+        )
+        results["alternated_steps"] = alternate
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
 
@@ -254,6 +304,10 @@ def main() -> None:
         f"| ratio of medians, {largest} MB / pydoc | {median(speeds['large']) / median(speeds['pydoc']):.3f} |",
         f"| one batch from the loader (64 x 256), pydoc / {largest} MB | {loader['pydoc_ms']:.2f} ms"
         f" / {loader['large_ms']:.2f} ms |",
+        f"| one process, {args.alternate_rounds} steps each alternated (batch drawn + step), median tok/s, "
+        f"pydoc / {largest} MB | {alternate['pydoc_tok_s']:,.0f} / {alternate['large_tok_s']:,.0f} |",
+        f"| ratio, {largest} MB / pydoc, alternated in one process "
+        f"| {alternate['large_tok_s'] / alternate['pydoc_tok_s']:.3f} |",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "corpus_prep.json").write_text(json.dumps(results, indent=1))
