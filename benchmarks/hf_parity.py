@@ -53,7 +53,10 @@ def measure(ckpt: Path, corpus: Path) -> dict:
             ours_s.append(time.perf_counter() - t)
             t = time.perf_counter()
             with torch.no_grad():
-                out = model.generate(p, max_new_tokens=NEW, do_sample=False, pad_token_id=0)
+                # The mask given: inferred from a pad id, it would hide prompt tokens that share it.
+                out = model.generate(
+                    p, attention_mask=torch.ones_like(p), max_new_tokens=NEW, do_sample=False, pad_token_id=0
+                )
             theirs_s.append(time.perf_counter() - t)
         theirs = fast.decode(out[0, p.shape[1] :].tolist())
     return {

@@ -1,5 +1,6 @@
 """configs/presets/early_stop.yaml: Lightning's EarlyStopping with step-based validation and resume."""
 
+import pytest
 import torch
 
 from craft.cli import main
@@ -20,6 +21,7 @@ def early_stopping(ckpt) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_at_step_based_validation_and_resumes_its_count(tiny_run, tmp_path):
     _, corpus = tiny_run
     # Validation every 5 steps: best at 5, no improvement at 10 and 15 -> stops at 15 of 50.

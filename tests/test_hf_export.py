@@ -54,11 +54,12 @@ def test_transformers_loads_the_export_with_craft_logits_and_greedy_text(tmp_pat
         theirs = model(x).logits
     assert (ours - theirs).abs().max().item() < 1e-4
 
-    prompt = "The "
+    prompt = "\nThe "  # "\n" is id 0 for char: the pad id below
     ours_text = lm.generate(prompt, max_new_tokens=NEW_TOKENS, temperature=0)
-    with torch.no_grad():
+    p = torch.tensor([fast(prompt)["input_ids"]])
+    with torch.no_grad():  # the mask given: inferred from a pad id, it would hide prompt tokens sharing it
         out = model.generate(
-            torch.tensor([fast(prompt)["input_ids"]]), max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0
+            p, attention_mask=torch.ones_like(p), max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0
         )
     theirs_text = fast.decode(out[0, len(fast(prompt)["input_ids"]) :].tolist())
     assert len(out[0]) == len(fast(prompt)["input_ids"]) + NEW_TOKENS
