@@ -12,7 +12,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from craft.callbacks import (
@@ -31,6 +31,7 @@ from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning
 from craft.lightning_private import LoggingStepSync, NoCheckpointHparamsMerge
 from craft.module import LanguageModel
+from craft.trackers import log_config, make_tracker
 
 
 class CraftSaveConfig(SaveConfigCallback):
@@ -39,6 +40,12 @@ class CraftSaveConfig(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":
             super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        """The whole resolved config to every tracker that keeps one (``craft/trackers.py``)."""
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            log_config(logger, self.config.as_dict(), text)
 
 
 def _debug() -> bool:
@@ -99,6 +106,19 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
         )
         parser.add_argument("--log_dir", type=str, default="logs", help="Folder that holds every experiment.")
         parser.add_argument(
+            "--tracker",
+            type=str | None,
+            default=None,
+            help="fit only: also log to csv, mlflow or wandb (Lightning's loggers, named after the experiment; "
+            "the full config and the samples go there too); see configs/presets/{csv,mlflow,wandb}.yaml.",
+        )
+        parser.add_argument(
+            "--tracker_uri",
+            type=str | None,
+            default=None,
+            help="mlflow: the tracking store (default: sqlite under --log_dir).",
+        )
+        parser.add_argument(
             "--init_from",
             type=str | None,
             default=None,
@@ -142,6 +162,10 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
                 )
             else:
                 kwargs["logger"] = False  # validate/test/predict print results and never touch a run's logs
+        if fitting and cfg.get("tracker"):
+            tracker = make_tracker(cfg.tracker, cfg.log_dir, cfg.experiment, cfg.get("tracker_uri"))
+            mine = kwargs.get("logger", cfg.trainer.get("logger"))
+            kwargs["logger"] = [mine, tracker] if isinstance(mine, Logger) else [tracker]
         if fitting:
             extra.append(GracefulStop())
         if fitting and kwargs.get("logger", cfg.trainer.get("logger")) is not False:

@@ -231,6 +231,12 @@ CASES = [
         needs_checkpoint=True,
     ),
     Case(
+        "config",
+        "unknown tracker",
+        lambda d: fit("--data.path", str(corpus(d)), "--tracker", "neptune"),
+        "unknown tracker 'neptune': use one of csv, mlflow, wandb",
+    ),
+    Case(
         "export",
         "--format hf of a block transformers has no class for",
         lambda d: ["--format", "hf", "--ckpt_path", str(tampered(d, norm="rmsnorm")), "--out", "hf"],

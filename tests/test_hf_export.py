@@ -81,6 +81,7 @@ def test_a_block_transformers_has_no_class_for_is_refused_in_one_line(tiny_run, 
     assert not (tmp_path / "hf").exists() and not list(tmp_path.glob(".hf*"))
 
 
+@pytest.mark.slow
 def test_hf_export_of_the_tiny_run_matches_and_leaves_nothing_on_failure(tiny_run, tmp_path):
     ckpt, _ = tiny_run
     export(ckpt, tmp_path / "hf", format="hf")

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from craft.callbacks.throughput import TokenThroughput
 from craft.generation import SamplingConfig
+from craft.trackers import log_sample
 
 
 def markdown_code_block(text: str) -> str:
@@ -111,6 +112,8 @@ class SampleGeneration(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_text(f"samples/{i}", markdown_code_block(prompt + text), step)
+                else:
+                    log_sample(logger, i, prompt, text, step)
         return results
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
