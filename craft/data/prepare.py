@@ -62,6 +62,11 @@ class Prepared:
     nonblank: bool = False
     hasher: Hasher = field(default_factory=Hasher)
 
+    @property
+    def where(self) -> str:
+        """The source in a message: its file, or its name and file count."""
+        return str(self.files[0]) if len(self.files) == 1 else f"{self.name} ({len(self.files)} files)"
+
 
 class Progress:
     """Bytes read against the files' sizes: a bar on a terminal (MB/s, ETA), nothing elsewhere."""
@@ -168,8 +173,7 @@ def prepare(
         progress.close()
     for s in sources:
         if not s.nonblank:
-            where = s.files[0] if len(s.files) == 1 else f"{s.name} ({len(s.files)} files)"
-            raise CraftError(f"corpus {where} is empty")
+            raise CraftError(f"corpus {s.where} is empty")
 
     # Pass 2: split and encode into a private temporary folder.
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32)
@@ -190,7 +194,7 @@ def prepare(
                 hasher = Hasher()
                 batch: list[str] = []
                 part = "train"
-                where = f"corpus {s.files[0]}" if len(s.files) == 1 else f"corpus {s.name} ({len(s.files)} files)"
+                where = f"corpus {s.where}"
                 for kind, text in split_at(
                     source_chunks(s, separator, text_field, chunk_chars, hasher, tokenizer.cuts_anywhere), cut0
                 ):
