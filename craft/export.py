@@ -4,10 +4,17 @@
     python -m craft.export --format hf --ckpt_path ... --out export/got_char_hf   (craft/hf.py)
 
 The folder holds ``model.onnx`` (``GPT.forward`` with its KV cache, traced: one decoder step that
-takes and returns the cache buffers),
+takes and returns the cache buffers, then optimized by onnxruntime's own graph fusions),
 ``model.int8.onnx`` with ``--int8`` (onnxruntime dynamic int8 quantization of the matmul weights),
 ``tokenizer.json``, ``manifest.json`` and ``run.py``: a copy of ``craft/runtime.py``, so
-``python run.py --prompt "..."`` works on a machine that has only numpy and onnxruntime.
+``python run.py --prompt "..."`` works on a machine that has only numpy and onnxruntime. With
+``--web`` it also holds a static page (``index.html``, ``craft.js`` and onnxruntime-web) that
+generates in a browser: ``craft/web/``.
+
+Attention with the cache is onnxruntime's fused ``GroupQueryAttention`` node (``FusedCache``): it
+writes the new keys and values and attends in one call, and when the runtime binds the same
+buffer as a layer's cache input and output it writes in place, so a step moves no cache at all.
+A head size that node cannot take (not a multiple of 8) exports the plain traced ops instead.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import shutil
 import sys
 import warnings
@@ -36,26 +44,66 @@ from craft.model.config import ARCHITECTURE_FIELDS
 
 OPSET = 18
 # /2: the cache is one fixed-size key and value buffer per layer (inputs k_i, v_i; outputs k_i_out, v_i_out).
-FORMAT = "craft-onnx-decoder/2"
+# /3: attention may be onnxruntime's fused node (manifest "attention": "fused"), which needs the
+#     positions of one call to be consecutive, and to start at 0 when there is more than one.
+FORMAT = "craft-onnx-decoder/3"
+FUSED_HEAD_MULTIPLE = 8  # GroupQueryAttention's head sizes
+
+
+class FusedCache(KVCache):
+    """A ``KVCache`` whose ``attend`` is one onnxruntime ``GroupQueryAttention`` node (for export only).
+
+    The node takes the queries, keys and values packed as ``(B, T, 3C)`` (the layout of the qkv
+    projection, so the split and reshapes before it cancel), the layer's ``(B, nh, block, hs)``
+    buffers, and the filled length (``input_pos[-1] + 1``). It writes the new keys and values at the
+    slots after the past ones and attends causally over the filled slots: the same as the masked
+    attention of ``KVCache.attend`` when the positions of a call are consecutive (a prefill from 0,
+    or one new token), which is how every craft runtime calls the graph.
+    """
+
+    def attend(self, layer, input_pos, q, k, v, visible):
+        B, nh, T, hs = q.shape
+        packed = torch.cat([t.transpose(1, 2).reshape(B, T, nh * hs) for t in (q, k, v)], dim=-1)
+        total = (input_pos[-1:] + 1).to(torch.int32)  # (1,): slots filled after this call
+        keys, values = self.keys[layer], self.values[layer]
+        y, keys, values = torch.onnx.ops.symbolic_multi_out(
+            "com.microsoft::GroupQueryAttention",
+            (packed, None, None, keys, values, (total - 1).expand(B), total),
+            {"num_heads": nh, "kv_num_heads": nh, "scale": 1.0 / math.sqrt(hs)},
+            dtypes=(q.dtype, keys.dtype, values.dtype),
+            shapes=((B, T, nh * hs), keys.shape, values.shape),
+            version=1,
+        )
+        self.keys[layer], self.values[layer] = keys, values
+        return y.view(B, T, nh, hs).transpose(1, 2)
 
 
 class ExportStep(nn.Module):
     """``(ids (B, T), input_pos (T,), k_0, v_0, k_1, ...) -> (logits (B, T, V), k_0, v_0, k_1, ...)``.
 
-    ``GPT.forward`` with a ``KVCache`` made of the given per-layer buffers ``(B, n_head, block_size,
-    head_size)``, traced as it is. An ONNX graph does not write its inputs, so the buffers are
-    copied and returned with the T new keys and values written at ``input_pos``: the same graph
-    does the prefill (positions ``0..T-1``) and each one-token step.
+    ``GPT.forward`` with a cache made of the given per-layer buffers ``(B, n_head, block_size,
+    head_size)``, traced as it is. An ONNX graph does not write its inputs, so the buffers come
+    back as outputs with the T new keys and values written at ``input_pos`` (in place, where the
+    fused node's runtime binds one buffer to both): the same graph does the prefill (positions
+    ``0..T-1``) and each one-token step.
     """
 
-    def __init__(self, gpt: GPT) -> None:
+    def __init__(self, gpt: GPT, fused: bool = True) -> None:
         super().__init__()
         self.gpt = gpt
+        self.fused = fused
 
     def forward(self, ids: torch.Tensor, input_pos: torch.Tensor, *buffers: torch.Tensor):
-        cache = KVCache.from_buffers([b.clone() for b in buffers])
+        if self.fused:
+            cache = FusedCache.from_buffers(list(buffers))
+        else:
+            cache = KVCache.from_buffers([b.clone() for b in buffers])
         logits, _ = self.gpt(ids, cache=cache, input_pos=input_pos, all_logits=True)
         return (logits, *cache.buffers())
+
+
+def can_fuse(config) -> bool:
+    return config.head_size % FUSED_HEAD_MULTIPLE == 0
 
 
 def buffer_names(n_layers: int, suffix: str = "") -> list[str]:
@@ -85,8 +133,10 @@ def scatter_copy(self: torch.Tensor, dim: int, index: torch.Tensor, source: torc
     return self.scatter(dim, index.view(shape).expand_as(source), source)
 
 
-def export_onnx(gpt: GPT, path: Path) -> None:
-    """Trace one decoder step to ONNX, batch and new tokens dynamic, the cache buffers fixed-size."""
+def export_onnx(gpt: GPT, path: Path, fused: bool = True) -> None:
+    """Trace one decoder step to ONNX, batch and new tokens dynamic, the cache buffers fixed-size;
+    then fold away the reshapes that only undo each other (``drop_round_trips``) and apply
+    onnxruntime's transformer fusions (``fuse``)."""
     gpt = gpt.eval()
     c = gpt.config
     ids = torch.zeros(2, 3, dtype=torch.long)  # sizes > 1: the exporter treats 0 and 1 as constants
@@ -97,7 +147,8 @@ def export_onnx(gpt: GPT, path: Path) -> None:
     shapes = {"ids": {0: batch, 1: new}, "input_pos": {0: new}, "buffers": tuple({0: batch} for _ in buffers)}
     with warnings.catch_warnings(), quiet_logs("torch.onnx"), torch.no_grad():
         warnings.simplefilter("ignore")
-        exported = torch.export.export(ExportStep(gpt), (ids, input_pos, *buffers), dynamic_shapes=shapes)
+        step = ExportStep(gpt, fused=fused)
+        exported = torch.export.export(step, (ids, input_pos, *buffers), dynamic_shapes=shapes)
         exported = exported.run_decompositions({torch.ops.aten.index_copy.default: scatter_copy})
         program = torch.onnx.export(
             exported,
@@ -110,8 +161,96 @@ def export_onnx(gpt: GPT, path: Path) -> None:
     model = program.model_proto
     for node in model.graph.node:  # the exporter's per-node debug records (FX nodes, stack paths): 60% of a small file
         del node.metadata_props[:]
-    onnx.save(model, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+    drop_round_trips(model)
+    model = fuse(model, c)
+    onnx.save(model, str(path))  # onnx.checker does not know onnxruntime's fused ops: check_parity runs it
+
+
+def value_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Each value's shape as the exporter recorded it, symbolic sizes by name (``s17``)."""
+    g = model.graph
+    return {
+        v.name: tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim)
+        for v in [*g.value_info, *g.input, *g.output]
+        if v.type.tensor_type.HasField("shape")
+    }
+
+
+def drop_round_trips(model: onnx.ModelProto) -> int:
+    """Remove what only undoes itself: a Reshape of a Reshape back to the first one's input shape
+    (the view to heads and back around the fused attention), and a Concat of a Split's outputs in
+    order (the q, k, v split packed again). The exporter keeps them, with shapes it cannot prove
+    equal at run time, and onnxruntime's optimizers leave them too; each is a node per layer per
+    token. Returns how many values were replaced."""
+    g = model.graph
+    shapes = value_shapes(model)
+    producer = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+    same: dict[str, str] = {}  # value -> the earlier value it equals
+    for n in g.node:  # in topological order, so a node's inputs are already resolved
+        for i, name in enumerate(n.input):
+            n.input[i] = same.get(name, name)
+        if n.output[0] in outputs or not n.input:
+            continue
+        src = producer.get(n.input[0])
+        if n.op_type == "Reshape" and src is not None and src.op_type == "Reshape":
+            if shapes.get(src.input[0]) is not None and shapes.get(src.input[0]) == shapes.get(n.output[0]):
+                same[n.output[0]] = src.input[0]
+        elif n.op_type == "Concat" and src is not None and src.op_type == "Split":
+            if list(n.input) == list(src.output) and _axis(n, shapes) == _axis(src, shapes):
+                same[n.output[0]] = src.input[0]
+    live, needed = [], {o.name for o in g.output}
+    for n in reversed(g.node):  # keep what the outputs still need
+        if any(o in needed for o in n.output):
+            live.append(n)
+            needed.update(n.input)
+    del g.node[:]
+    g.node.extend(reversed(live))
+    return len(same)
+
+
+def _axis(node: onnx.NodeProto, shapes: dict[str, tuple]) -> int | None:
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    rank = len(shapes.get(node.input[0], ()))
+    return axis % rank if rank else None
+
+
+def fuse(model: onnx.ModelProto, config) -> onnx.ModelProto:
+    """onnxruntime's transformer fusions (``onnxruntime.transformers.optimizer``): a residual add
+    and the norm after it become one SkipLayerNormalization (biases folded in), a bias add and GELU
+    one BiasGelu, RMSNorm one SimplifiedLayerNormalization. GELU stays exact (no tanh approximation):
+    greedy text must match PyTorch's."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("gpt2")
+    options.enable_attention = False  # attention is already one fused node, or plain ops by choice
+    with quiet_logs("onnxruntime.transformers", ""), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(
+            model,
+            model_type="gpt2",
+            num_heads=config.n_head,
+            hidden_size=config.d_model,
+            opt_level=0,
+            optimization_options=options,
+        )
+    model = optimized.model
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):  # the fused nodes' domain
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+def save_ort_optimized(src: Path, dst: Path) -> None:
+    """onnxruntime's own graph optimizations up to the extended level (constant folding, fused
+    int8 matmuls), saved so that loading does not redo them. Extended, not all: the all level adds
+    layouts for this machine's CPU, and the file must run on any (a phone's browser too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 
 def check_parity(gpt: GPT, path: Path, atol: float = 1e-3) -> None:
@@ -149,6 +288,35 @@ def quantize_int8(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
+WEB = Path(__file__).with_name("web")
+# onnxruntime-web's WASM-only build: the module, its loader and the SIMD binary (craft/web/package.json).
+ORT_WEB_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+
+
+def check_web(tokenizer_kind: str) -> Path:
+    """Where onnxruntime-web's files are, or a ``CraftError`` saying what to do."""
+    if tokenizer_kind != "char":
+        raise CraftError(f"--web has the char tokenizer only; this model's is {tokenizer_kind} (export without --web)")
+    dist = WEB / "node_modules" / "onnxruntime-web" / "dist"
+    missing = [f for f in ORT_WEB_FILES if not (dist / f).is_file()]
+    if missing:
+        raise CraftError(
+            f"--web needs onnxruntime-web, pinned in {WEB / 'package-lock.json'}: run `npm ci --prefix {WEB}` "
+            f"(npm comes with Node.js); {dist} lacks {', '.join(missing)}"
+        )
+    return dist
+
+
+def write_web(folder: Path, tokenizer_kind: str) -> list[str]:
+    """Copy the page (``craft/web/index.html``, ``craft.js``) and onnxruntime-web into ``folder``."""
+    dist = check_web(tokenizer_kind)
+    for f in ("index.html", "craft.js"):
+        shutil.copy(WEB / f, folder / f)
+    for f in ORT_WEB_FILES:
+        shutil.copy(dist / f, folder / f)
+    return ["index.html", "craft.js", *ORT_WEB_FILES]
+
+
 def export_hint(field: str, name: str) -> str:
     return f"pass {option(field)} {name} to craft.export yourself to trust it"
 
@@ -159,6 +327,7 @@ def export(
     int8: bool = False,
     trusted: dict[str, str | None] | None = None,
     format: str = "onnx",
+    web: bool = False,
 ) -> dict[str, Any]:
     """Write ``out`` from ``ckpt_path``: the ONNX folder, or with ``format="hf"`` a ``transformers``
     model folder (``craft/hf.py``). ``trusted`` maps a part field (or ``tokenizer``) to the import
@@ -178,6 +347,10 @@ def export(
     lm = LanguageModel.load_from_checkpoint(
         ckpt_path, map_location="cpu", weights_only=True, tokenizer=trusted.get("tokenizer"), **named
     )
+    if web:
+        if format != "onnx":
+            raise CraftError("--web is for --format onnx: the page runs the ONNX decoder")
+        check_web(lm._require_tokenizer().kind)  # before the minute of tracing and optimizing
     # Write into a temporary sibling and rename at the end: a failed export leaves nothing behind.
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -195,8 +368,9 @@ def export(
         return {"format": "hf", "files": {f: (out / f).stat().st_size for f in files}}
     try:
         parts = ", ".join(f"{f} {getattr(lm.config, f)}" for f in PART_FIELDS)  # for error messages
+        fused = can_fuse(lm.config)
         try:
-            export_onnx(lm.model, tmp / "model.onnx")
+            export_onnx(lm.model, tmp / "traced.onnx", fused=fused)
         except Exception as e:  # the exporter's own errors are pages long: give the first line
             first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
             raise CraftError(
@@ -204,17 +378,24 @@ def export(
                 f"({parts}): {first[:300]}; a part named by import path must be traceable (positions as tensors, "
                 "no Python values read from tensors)"
             ) from None
+        save_ort_optimized(tmp / "traced.onnx", tmp / "model.onnx")
         try:
             check_parity(lm.model, tmp / "model.onnx")
         except CraftError as e:
             raise CraftError(f"cannot export {ckpt_path} ({parts}): {e}") from None
         files = ["model.onnx"]
         if int8:
-            quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+            # Quantize the traced graph (its weights still plain initializers), then optimize: the
+            # quantized matmuls fuse into one node each.
+            quantize_int8(tmp / "traced.onnx", tmp / "traced.int8.onnx")
+            save_ort_optimized(tmp / "traced.int8.onnx", tmp / "model.int8.onnx")
             files.append("model.int8.onnx")
+        for f in ("traced.onnx", "traced.int8.onnx"):
+            (tmp / f).unlink(missing_ok=True)
         tokenizer = lm._require_tokenizer()
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.state(), ensure_ascii=False))
         shutil.copy(Path(__file__).with_name("runtime.py"), tmp / "run.py")
+        page = write_web(tmp, tokenizer.kind) if web else []
         hp = lm.hparams
         c = lm.config
         manifest = {
@@ -225,12 +406,14 @@ def export(
             "source_checkpoint": str(ckpt_path),
             "source_sha256": hashlib.sha256(ckpt_path.read_bytes()).hexdigest(),
             "global_step": int(checkpoint.get("global_step", 0)),
-            "files": {f: (tmp / f).stat().st_size for f in [*files, "tokenizer.json"]},
+            "files": {f: (tmp / f).stat().st_size for f in [*files, "tokenizer.json", *page]},
             "vocab_size": c.vocab_size,
             "block_size": c.block_size,
             "n_layers": c.n_layers,
             "n_head": c.n_head,
             "head_size": c.head_size,
+            # fused: GroupQueryAttention, in place when a buffer is bound as input and output
+            "attention": "fused" if fused else "masked",
             "architecture": {k: getattr(c, k) for k in ARCHITECTURE_FIELDS},
             "tokenizer": tokenizer.kind,
             "sampling": {
@@ -262,6 +445,11 @@ def main(argv: list[str] | None = None) -> None:
         help="onnx: a folder that runs without PyTorch (default); hf: a transformers model folder",
     )
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="also write a static page (index.html) that generates in a browser with onnxruntime-web",
+    )
     fields = (*PART_FIELDS, "tokenizer")
     for field in fields:
         parser.add_argument(
@@ -272,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.format == "hf" and args.int8:
             raise CraftError("--int8 is for --format onnx; a transformers model quantizes on loading")
-        manifest = export(args.ckpt_path, args.out, args.int8, trusted, args.format)
+        manifest = export(args.ckpt_path, args.out, args.int8, trusted, args.format, web=args.web)
     except CraftError as e:
         print(f"craft.export: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -284,6 +472,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"load it: AutoModelForCausalLM.from_pretrained({str(args.out)!r}) and AutoTokenizer, from transformers")
     else:
         print(f"run it: python -m craft.runtime {args.out} --prompt 'The '  (or python {args.out}/run.py ...)")
+        if args.web:
+            print(f"in a browser: python -m http.server -d {args.out} 8000, then open http://localhost:8000/")
 
 
 if __name__ == "__main__":

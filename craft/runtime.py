@@ -7,6 +7,13 @@ Generation mirrors ``craft.generation.stream``: temperature (0 is greedy), top-k
 cache (one token of work per step) and the same sliding window once the context is full. Char
 tokenizers need nothing more; BPE tokenizers also need the ``tokenizers`` package (no PyTorch).
 This file imports nothing from craft, so it can be copied anywhere on its own.
+
+A step costs a few hundred microseconds, so what surrounds it matters: with a fused-attention
+export (``craft/export.py``) each layer's cache buffer is bound once as both the input and the
+output of the session (``InPlaceDecoder``), so onnxruntime writes the new keys and values in place
+and no cache array is made or copied per token; the token, position and logits buffers are bound
+once too. One intra-op thread by default: at batch 1 a second one bought nothing steady
+(benchmarks/README.md, "Generation without PyTorch").
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import numpy as np
 import onnxruntime as ort
 
 GREEDY_BELOW = 1e-6  # as craft.generation
-FORMAT = "craft-onnx-decoder/2"  # as craft.export
+FORMAT = "craft-onnx-decoder/3"  # as craft.export
+DEFAULT_THREADS = 1
 
 
 class RunError(Exception):
@@ -97,6 +105,56 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+class InPlaceDecoder:
+    """Runs a fused-attention graph with its cache bound in place (``onnxruntime`` IO binding).
+
+    Each layer's ``(B, nh, block, hs)`` key and value buffer is one numpy array, bound as both the
+    layer's cache input and its cache output: the attention node sees one buffer and writes only the
+    new slots. The one-token inputs and the logits are numpy arrays bound once and rewritten in
+    place; a prefill binds arrays of its own length for one call.
+    """
+
+    def __init__(self, session: ort.InferenceSession, names: list[str], shape: tuple, batch: int, vocab: int):
+        self.session = session
+        self.binding = session.io_binding()
+        self.cache = [np.zeros((batch, *shape), dtype=np.float32) for _ in names]
+        self._values = []  # the OrtValues wrap the arrays' memory: keep both alive
+        for name, buf in zip(names, self.cache, strict=True):
+            value = ort.OrtValue.ortvalue_from_numpy(buf)
+            self.binding.bind_ortvalue_input(name, value)
+            self.binding.bind_ortvalue_output(f"{name}_out", value)
+            self._values.append(value)
+        self.token = np.zeros((batch, 1), dtype=np.int64)
+        self.pos = np.zeros(1, dtype=np.int64)
+        self.logits = np.zeros((batch, 1, vocab), dtype=np.float32)
+        self._one = [self.token, self.pos, self.logits]
+        self._bound: list[np.ndarray] | None = None
+
+    def _bind(self, arrays: list[np.ndarray]) -> None:
+        if self._bound is not arrays:
+            for name, arr in zip(("ids", "input_pos", "logits"), arrays, strict=True):
+                value = ort.OrtValue.ortvalue_from_numpy(arr)
+                if name == "logits":
+                    self.binding.bind_ortvalue_output(name, value)
+                else:
+                    self.binding.bind_ortvalue_input(name, value)
+            self._bound = arrays
+
+    def __call__(self, ids: np.ndarray, start: int) -> np.ndarray:
+        """Logits ``(B, T, V)`` of ``ids`` ``(B, T)`` at positions ``start..start+T-1`` (consecutive:
+        a prefill from 0, or one token). The one-token logits array is reused by the next call."""
+        if ids.shape[1] == 1:
+            self.token[:] = ids
+            self.pos[0] = start
+            self._bind(self._one)
+        else:
+            logits = np.empty((ids.shape[0], ids.shape[1], self.logits.shape[-1]), dtype=np.float32)
+            positions = np.arange(start, start + ids.shape[1], dtype=np.int64)
+            self._bind([np.ascontiguousarray(ids, dtype=np.int64), positions, logits])
+        self.session.run_with_iobinding(self.binding)
+        return self._bound[2]
+
+
 class ExportedModel:
     def __init__(self, folder: str | Path, int8: bool = False, threads: int | None = None) -> None:
         folder = Path(folder)
@@ -104,32 +162,48 @@ class ExportedModel:
         if not manifest_file.is_file():
             raise RunError(f"{folder} is not an exported craft model (no manifest.json); make one with craft.export")
         self.manifest = json.loads(manifest_file.read_text())
+        m = self.manifest
+        if m.get("format") != FORMAT:
+            raise RunError(f"{folder} holds format {m.get('format')!r}; this runtime reads {FORMAT}: export it again")
         name = "model.int8.onnx" if int8 else "model.onnx"
         if not (folder / name).is_file():
             hint = " (export with --int8)" if int8 else ""
             raise RunError(f"{folder / name} not found{hint}")
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or DEFAULT_THREADS
+        options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
         self.tokenizer = load_tokenizer(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
-        m = self.manifest
-        if m.get("format") != FORMAT:
-            raise RunError(f"{folder} holds format {m.get('format')!r}; this runtime reads {FORMAT}: export it again")
         self.block_size = m["block_size"]
+        self.fused = m.get("attention") == "fused"
         self._buffer_shape = (m["n_head"], m["block_size"], m["head_size"])
         self._n_layers = m["n_layers"]
-        self._inputs = ["ids", "input_pos", *(f"{kind}_{i}" for i in range(self._n_layers) for kind in ("k", "v"))]
+        self._buffers = [f"{kind}_{i}" for i in range(self._n_layers) for kind in ("k", "v")]
+        self._inputs = ["ids", "input_pos", *self._buffers]
 
     def empty_cache(self, batch: int) -> list[np.ndarray]:
         """``k_0, v_0, k_1, ...``: one zeroed ``(B, n_head, block_size, head_size)`` buffer each."""
         return [np.zeros((batch, *self._buffer_shape), dtype=np.float32) for _ in range(2 * self._n_layers)]
 
     def step(self, ids: np.ndarray, input_pos: np.ndarray, cache: list[np.ndarray]):
-        """One decoder call: logits of every new position (B, T, V) and the cache with them written."""
+        """One decoder call: logits of every new position (B, T, V) and the cache with them written
+        (new arrays). Positions are consecutive: a prefill from 0, or one token after the filled ones."""
         feeds = dict(zip(self._inputs, [ids.astype(np.int64), input_pos.astype(np.int64), *cache], strict=True))
         logits, *cache = self.session.run(None, feeds)
         return logits, cache
+
+    def decoder(self, batch: int):
+        """``(ids (B, T), start) -> logits (B, T, V)`` with the cache kept between calls."""
+        if self.fused:
+            return InPlaceDecoder(self.session, self._buffers, self._buffer_shape, batch, self.manifest["vocab_size"])
+        cache = self.empty_cache(batch)
+
+        def run(ids: np.ndarray, start: int) -> np.ndarray:
+            nonlocal cache
+            logits, cache = self.step(ids, np.arange(start, start + ids.shape[1]), cache)
+            return logits
+
+        return run
 
     def stream(
         self,
@@ -144,15 +218,12 @@ class ExportedModel:
         rng = np.random.default_rng(seed)
         block, keep = self.block_size, max(1, self.block_size // 2)
         ctx = idx[:, -block:]
-        cache = self.empty_cache(idx.shape[0])
+        run = self.decoder(idx.shape[0])
         filled = 0  # positions of ctx whose keys and values are in the cache
         for _ in range(max_new_tokens):
             if ctx.shape[1] > block:
                 ctx, filled = ctx[:, -keep:], 0  # slide: prefill the newest half of the window again
-            if filled == 0:
-                logits, cache = self.step(ctx, np.arange(ctx.shape[1]), cache)
-            else:
-                logits, cache = self.step(ctx[:, -1:], np.array([filled]), cache)
+            logits = run(ctx, 0) if filled == 0 else run(ctx[:, -1:], filled)
             filled = ctx.shape[1]
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, rng)
             ctx = np.concatenate([ctx, nxt], axis=1)
@@ -201,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})"
+    )
     args = parser.parse_args(argv)
     try:
         model = ExportedModel(args.folder, int8=args.int8, threads=args.threads)

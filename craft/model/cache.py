@@ -16,6 +16,7 @@ compiled step's time; benchmarks/README.md).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from craft.model.config import GPTConfig
 
@@ -53,3 +54,21 @@ class KVCache:
         keys.index_copy_(2, input_pos, k.to(keys.dtype))
         values.index_copy_(2, input_pos, v.to(values.dtype))
         return keys, values
+
+    def attend(
+        self,
+        layer: int,
+        input_pos: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        visible: torch.Tensor,
+    ) -> torch.Tensor:
+        """Write ``k``, ``v`` at ``input_pos``, then attend ``q`` ``(B, nh, T, hs)`` over every slot up
+        to each query's own position (``visible``, the additive ``(T, block_size)`` mask); returns
+        ``(B, nh, T, hs)``. ``craft/export.py`` overrides this one method to emit onnxruntime's
+        fused attention, which does both in one node."""
+        keys, values = self.write(layer, input_pos, k, v)  # (B, nh, block, hs) each
+        if keys.dtype != q.dtype:  # under autocast
+            keys, values, visible = keys.to(q.dtype), values.to(q.dtype), visible.to(q.dtype)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)

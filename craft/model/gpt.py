@@ -49,10 +49,7 @@ class CausalSelfAttention(nn.Module):
             # The new keys and values go into their slots; the queries see every slot up to their
             # own position (the mask), over the whole fixed-size buffer.
             kv, layer, visible = cache
-            keys, values = kv.write(layer, input_pos, k, v)  # (B, nh, block, hs) each
-            if keys.dtype != q.dtype:  # under autocast
-                keys, values, visible = keys.to(q.dtype), values.to(q.dtype), visible.to(q.dtype)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            y = kv.attend(layer, input_pos, q, k, v, visible)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
 
