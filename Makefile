@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-full install lint clean
+.PHONY: demo test test-full install web lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: install
 
 test-full: install
 	$(PY) -m craft.allocator $(PY) -m pytest
+
+# onnxruntime-web for `craft.export --web`, and playwright-core for its browser test (needs npm).
+web:
+	npm ci --prefix craft/web --no-audit --no-fund
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,91 @@
+"""craft.export --web: the static page, driven in a real headless Chromium (slow tier).
+
+Nothing is installed at run time: CI's set-up (.ci/run) installs Debian's chromium and node, and
+``npm ci --prefix craft/web`` (onnxruntime-web and playwright-core, pinned in its package lock).
+Where any of them is missing the browser test skips and says what to install.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from craft import LanguageModel
+from craft.cli import main
+from craft.errors import CraftError
+from craft.export import ORT_WEB_FILES, check_web, export
+from tests.conftest import ROOT, make_text, tiny_args
+
+sys.path.insert(0, str(ROOT))
+from benchmarks.export_runtime import DRIVER, browser_missing, static_server  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def web_export(tmp_path_factory):
+    missing = browser_missing()
+    if missing:
+        pytest.skip(f"the browser test needs Chromium, node and craft/web's packages: {missing}")
+    tmp = tmp_path_factory.mktemp("web")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(make_text(40_000), encoding="utf-8")
+    main(["fit", *tiny_args(corpus, tmp / "logs"), "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"])
+    ckpt = tmp / "logs" / "tiny" / "checkpoints" / "last.ckpt"
+    export(ckpt, tmp / "out", int8=True, web=True)
+    return tmp / "out", LanguageModel.load_from_checkpoint(ckpt, weights_only=True).eval()
+
+
+def drive(url: str, screenshot: Path | None = None) -> dict:
+    cmd = ["node", str(DRIVER), url, *([str(screenshot)] if screenshot else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_page_generates_pytorchs_greedy_text_in_chromium_and_reports_its_speed(web_export, tmp_path):
+    out, lm = web_export
+    assert {"index.html", "craft.js", *ORT_WEB_FILES} <= {p.name for p in out.iterdir()}
+    with static_server(out) as url:
+        for model in ("fp32", "int8"):
+            # 60 new tokens with block_size 16: the page's window slides several times
+            query = f"?prompt=The%20king&max_new_tokens=60&temperature=0&model={model}&autorun=1"
+            shot = tmp_path / f"{model}.png"
+            result = drive(url + query, shot)
+            assert "error" not in result, result
+            assert result["tokens"] == 60 and result["tokens_per_sec"] > 0
+            assert "tokens/s" in result["status"]
+            assert shot.read_bytes().startswith(PNG)
+            if model == "fp32":
+                assert result["text"] == lm.generate("The king", max_new_tokens=60, temperature=0)
+        # The manifest's own sampling settings (temperature 0.8 here): text in the vocabulary, same per seed.
+        a = drive(url + "?prompt=The&max_new_tokens=40&seed=3&autorun=1")
+        b = drive(url + "?prompt=The&max_new_tokens=40&seed=3&autorun=1")
+        assert a["text"] == b["text"] and len(a["text"]) == 40
+        assert set(a["text"]) <= set(lm.tokenizer.state()["vocab"])
+        bad = drive(url + "?prompt=%E6%97%A5&max_new_tokens=5&autorun=1")
+        assert "outside the model's vocabulary" in bad["error"]
+
+
+def test_web_refuses_without_onnxruntime_web_and_names_the_command(tmp_path, monkeypatch):
+    import craft.export
+
+    monkeypatch.setattr(craft.export, "WEB", tmp_path / "web")
+    with pytest.raises(CraftError, match=r"npm ci --prefix .*web.*lacks ort\.wasm\.min\.mjs"):
+        check_web("char")
+
+
+def test_web_refuses_a_bpe_model():
+    with pytest.raises(CraftError, match="char tokenizer only; this model's is bpe"):
+        check_web("bpe")
+
+
+def test_web_files_are_pinned_in_the_package_lock():
+    lock = json.loads((ROOT / "craft" / "web" / "package-lock.json").read_text())
+    pkg = json.loads((ROOT / "craft" / "web" / "package.json").read_text())
+    assert pkg["dependencies"] == {"onnxruntime-web": "1.30.0"}  # exact, not a range
+    assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == "1.30.0"
+    assert lock["packages"]["node_modules/onnxruntime-web"]["integrity"].startswith("sha512-")
