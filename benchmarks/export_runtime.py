@@ -112,19 +112,33 @@ def bpc_onnx(rt: ExportedModel, windows: np.ndarray, char_lengths: np.ndarray) -
     return nats / char_lengths[windows[:, 1:]].sum() / math.log(2)
 
 
+# The child writes its own peak RSS (VmHWM) on exit: the rusage of a forked child also counts the
+# parent's pages it held between fork and exec (this process holds torch: about 640 MB).
+PEAK_RSS_AT_EXIT = (
+    "import atexit, os; atexit.register(lambda: open(os.environ['CRAFT_PEAK_RSS'], 'w').write("
+    "next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))));"
+)
+
+
 def runtime_process(folder: Path, new_tokens: int, *flags: str) -> tuple[float, int]:
     """``python -m craft.runtime`` in a child that cannot import torch, greedy from a newline:
-    (seconds, the child's own peak RSS in bytes, from ``os.wait4``)."""
-    cmd = [sys.executable, "-c", BLOCK_TORCH + "runpy.run_module('craft.runtime', run_name='__main__')"]
+    (seconds, the child's peak RSS in bytes)."""
+    cmd = [
+        sys.executable,
+        "-c",
+        PEAK_RSS_AT_EXIT + BLOCK_TORCH + "runpy.run_module('craft.runtime', run_name='__main__')",
+    ]
     cmd += ["craft.runtime", str(folder), "--prompt", "\n", "--max-new-tokens", str(new_tokens), "--temperature", "0"]
-    start = time.perf_counter()
-    child = subprocess.Popen([*cmd, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise RuntimeError(f"craft.runtime exited with {child.returncode}: {' '.join(cmd[3:])}")
-    return seconds, usage.ru_maxrss * 1024  # kilobytes on Linux
+    with tempfile.NamedTemporaryFile("r") as peak:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [*cmd, *flags], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "CRAFT_PEAK_RSS": peak.name}
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise RuntimeError(f"craft.runtime failed: {done.stderr.strip().splitlines()[-1:]}")
+        kib = int(peak.read().split()[1])  # "VmHWM:   71216 kB"
+    return seconds, kib * 1024
 
 
 @contextlib.contextmanager

@@ -253,6 +253,14 @@ CASES = [
         module="craft.export",
     ),
     Case(
+        "export",
+        "--format hf with --web",
+        lambda d: ["--format", "hf", "--web", "--ckpt_path", "logs/tiny/checkpoints/last.ckpt", "--out", "hf"],
+        "--web is for --format onnx: the page runs the ONNX decoder",
+        needs_checkpoint=True,
+        module="craft.export",
+    ),
+    Case(
         "predict",
         "prompt with characters outside the vocabulary",
         lambda d: predict("--data.prompts", '["the ΩΩ king"]'),
