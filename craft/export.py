@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
@@ -256,7 +257,6 @@ def save_ort_optimized(src: Path, dst: Path) -> None:
 def check_parity(gpt: GPT, path: Path, atol: float = 1e-3) -> None:
     """Run the exported graph beside ``gpt`` (a prefill, then one-token steps at later positions) and
     refuse a graph that computes something else: a part can trace with a value frozen in."""
-    import numpy as np
     import onnxruntime as ort
 
     c = gpt.config
@@ -286,6 +286,117 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     with quiet_logs(""):  # the quantizer suggests shape pre-processing meant for vision models
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def write_loop(step_path: Path, out_path: Path, n_layers: int) -> None:
+    """The decoder step of ``step_path`` inside an ONNX ``Loop`` that also samples, for the browser.
+
+    onnxruntime-web copies every input into WASM memory and every output out of it on each call,
+    so a call per token spends most of its time moving the cache (benchmarks/README.md). Here one
+    call runs ``n`` steps: the first takes ``loop_ids`` ``(1, T)`` at positions ``loop_pos``
+    (a prefill from 0, or one token after the filled slots), each later one the token just drawn;
+    the cache stays inside onnxruntime between steps. Drawing follows ``craft.generation``:
+    ``temperature`` below 1e-6 is greedy (the first largest logit), else the logits over the
+    temperature, the ``top_k`` largest kept, then the smallest set holding ``top_p`` of the mass,
+    and the token is where the cumulative probability first exceeds ``uniforms[i]`` (drawn by the
+    page's seeded generator). Outputs: ``tokens`` ``(n, 1, 1)`` and the cache, ``k_0_next``, ...
+    """
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    step = onnx.load(str(step_path))
+    vocab = step.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    buffers = buffer_names(n_layers)
+    consts = {
+        "loop_last": -1,
+        "loop_one": [1],
+        "loop_max": [2**62],
+        "loop_ninf": float("-inf"),
+        "loop_greedy": 1e-6,
+        "loop_vocab": [vocab],
+        "loop_axis1": 1,
+    }
+    inits = [
+        numpy_helper.from_array(np.array(v, dtype=np.float32 if isinstance(v, float) else np.int64), k)
+        for k, v in consts.items()
+    ]
+    node = h.make_node
+    draw = [
+        node("Gather", ["logits", "loop_last"], ["row"], axis=1),  # (1, V): the last position's logits
+        node("ArgMax", ["row"], ["greedy_token"], axis=1, keepdims=1),
+        node("ReduceMax", ["row"], ["row_max"], keepdims=1),
+        node("Sub", ["row", "row_max"], ["z0"]),
+        node("Div", ["z0", "temperature"], ["z1"]),
+        node("TopK", ["z1", "top_k"], ["top_values", "top_indices"], axis=1),
+        node("Gather", ["top_values", "loop_last"], ["kth"], axis=1),
+        node("Less", ["z1", "kth"], ["below_k"]),
+        node("Where", ["below_k", "loop_ninf", "z1"], ["z2"]),
+        node("TopK", ["z2", "loop_vocab"], ["sorted", "order"], axis=1),  # all, largest first
+        node("Softmax", ["sorted"], ["sorted_p"], axis=1),
+        node("CumSum", ["sorted_p", "loop_axis1"], ["mass_before"], exclusive=1),
+        node("GreaterOrEqual", ["mass_before", "top_p"], ["beyond_p"]),  # the first token always stays
+        node("Where", ["beyond_p", "loop_ninf", "sorted"], ["kept"]),
+        node("Softmax", ["kept"], ["kept_p"], axis=1),
+        node("CumSum", ["kept_p", "loop_axis1"], ["cdf"]),
+        node("Gather", ["uniforms", "iteration"], ["u"]),
+        node("Greater", ["cdf", "u"], ["past_u"]),
+        node("Cast", ["past_u"], ["past_u_int"], to=T.INT32),
+        node("ArgMax", ["past_u_int"], ["rank"], axis=1, keepdims=1),  # the first True
+        node("GatherElements", ["order", "rank"], ["sampled_token"], axis=1),
+        node("Less", ["temperature", "loop_greedy"], ["greedy"]),
+        node("Where", ["greedy", "greedy_token", "sampled_token"], ["next_ids"]),
+        node("Slice", ["input_pos", "loop_last_1d", "loop_max"], ["last_pos"]),
+        node("Add", ["last_pos", "loop_one"], ["next_pos"]),
+        node("Identity", ["cond"], ["cond_out"]),
+        node("Identity", ["next_ids"], ["token"]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "loop_last_1d"))
+    tensor = h.make_tensor_value_info
+    body = h.make_graph(
+        [*step.graph.node, *draw],
+        "decode_step",
+        [
+            tensor("iteration", T.INT64, []),
+            tensor("cond", T.BOOL, []),
+            tensor("ids", T.INT64, [1, None]),
+            tensor("input_pos", T.INT64, [None]),
+            *(tensor(b, T.FLOAT, None) for b in buffers),
+        ],
+        [
+            tensor("cond_out", T.BOOL, []),
+            tensor("next_ids", T.INT64, [1, 1]),
+            tensor("next_pos", T.INT64, [1]),
+            *(tensor(f"{b}_out", T.FLOAT, None) for b in buffers),
+            tensor("token", T.INT64, [1, 1]),
+        ],
+        [*step.graph.initializer, *inits],
+    )
+    shape = [1, *(d.dim_value for d in step.graph.input[2].type.tensor_type.shape.dim[1:])]  # (1, nh, block, hs)
+    loop = node(
+        "Loop",
+        ["n", "", "loop_ids", "loop_pos", *(f"loop_{b}" for b in buffers)],
+        ["last_ids", "last_pos", *(f"{b}_next" for b in buffers), "tokens"],
+        body=body,
+    )
+    graph = h.make_graph(
+        [loop],
+        "craft_generate",
+        [
+            tensor("n", T.INT64, []),
+            tensor("loop_ids", T.INT64, [1, None]),
+            tensor("loop_pos", T.INT64, [None]),
+            *(tensor(f"loop_{b}", T.FLOAT, shape) for b in buffers),
+            tensor("uniforms", T.FLOAT, [None]),
+            tensor("temperature", T.FLOAT, []),
+            tensor("top_k", T.INT64, [1]),
+            tensor("top_p", T.FLOAT, []),
+        ],
+        [tensor("tokens", T.INT64, [None, 1, 1]), *(tensor(f"{b}_next", T.FLOAT, shape) for b in buffers)],
+    )
+    model = h.make_model(graph, opset_imports=list(step.opset_import))
+    model.ir_version = step.ir_version
+    onnx.save(model, str(out_path))
 
 
 WEB = Path(__file__).with_name("web")
@@ -351,6 +462,11 @@ def export(
         if format != "onnx":
             raise CraftError("--web is for --format onnx: the page runs the ONNX decoder")
         check_web(lm._require_tokenizer().kind)  # before the minute of tracing and optimizing
+        if not can_fuse(lm.config):
+            raise CraftError(
+                f"--web needs the fused attention node, which takes head sizes that are multiples of "
+                f"{FUSED_HEAD_MULTIPLE} (this model's is {lm.config.head_size}); export without --web"
+            )
     # Write into a temporary sibling and rename at the end: a failed export leaves nothing behind.
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -395,7 +511,12 @@ def export(
         tokenizer = lm._require_tokenizer()
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.state(), ensure_ascii=False))
         shutil.copy(Path(__file__).with_name("runtime.py"), tmp / "run.py")
-        page = write_web(tmp, tokenizer.kind) if web else []
+        page = []
+        if web:
+            for f in files:  # the page's own graphs: the step inside a Loop
+                write_loop(tmp / f, tmp / f.replace(".onnx", ".loop.onnx"), lm.config.n_layers)
+                page.append(f.replace(".onnx", ".loop.onnx"))
+            page += write_web(tmp, tokenizer.kind)
         hp = lm.hparams
         c = lm.config
         manifest = {

@@ -89,3 +89,45 @@ def test_web_files_are_pinned_in_the_package_lock():
     assert pkg["dependencies"] == {"onnxruntime-web": "1.30.0"}  # exact, not a range
     assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == "1.30.0"
     assert lock["packages"]["node_modules/onnxruntime-web"]["integrity"].startswith("sha512-")
+
+
+def test_generation_loop_graph_draws_by_craft_rules(tmp_path):
+    """The page's graph (the decoder step inside an ONNX Loop, sampling in-graph) against PyTorch:
+    greedy is PyTorch's greedy; top-k 1 and a tiny top-p leave only the greedy token to draw."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from craft.export import export_onnx, save_ort_optimized, write_loop
+    from craft.generation import SamplingConfig, generate
+    from craft.model import GPT
+    from craft.model.config import GPTConfig
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=40, block_size=16, d_model=32, n_layers=2, n_head=4, d_hid=48)).eval()
+    export_onnx(gpt, tmp_path / "traced.onnx")
+    save_ort_optimized(tmp_path / "traced.onnx", tmp_path / "model.onnx")
+    write_loop(tmp_path / "model.onnx", tmp_path / "loop.onnx", 2)
+    session = ort.InferenceSession(str(tmp_path / "loop.onnx"), providers=["CPUExecutionProvider"])
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    n = 16 - prompt.size(1) + 1  # until the window is full, as the page calls it
+    expected = generate(gpt, prompt, SamplingConfig(temperature=0, max_new_tokens=n))[0, 5:].tolist()
+
+    def draw(temperature: float, top_k: int, top_p: float) -> list[int]:
+        feeds = {
+            "n": np.array(n),
+            "loop_ids": prompt.numpy(),
+            "loop_pos": np.arange(5),
+            "uniforms": np.random.default_rng(0).random(n, dtype=np.float32),
+            "temperature": np.array(temperature, np.float32),
+            "top_k": np.array([top_k]),
+            "top_p": np.array(top_p, np.float32),
+            **{f"loop_{k}_{i}": np.zeros((1, 4, 16, 8), np.float32) for i in range(2) for k in "kv"},
+        }
+        return session.run(["tokens"], feeds)[0].reshape(-1).tolist()
+
+    assert draw(0.0, 40, 1.0) == expected
+    assert draw(1.0, 1, 1.0) == expected
+    assert draw(1.0, 40, 1e-6) == expected
+    sampled = draw(5.0, 40, 1.0)  # a hot temperature: other tokens than greedy's
+    assert sampled != expected and all(0 <= t < 40 for t in sampled)

@@ -1,13 +1,13 @@
-// craft in the browser: the exported decoder in onnxruntime-web (WASM), with the tokenizer and the
-// sampling rules of craft/runtime.py (greedy output is identical; sampled text uses this file's own
-// seeded generator, so it differs from Python's for the same seed). No network beyond this folder.
+// craft in the browser: the exported decoder in onnxruntime-web (WASM), with the tokenizer, sliding
+// window and sampling rules of craft/runtime.py (the rules run inside the generation graph; greedy
+// output is identical, while sampled text follows this file's own seeded generator, so it differs
+// from Python's for the same seed). No network beyond this folder.
 //
 // URL parameters set the fields and can start a run: ?prompt=...&max_new_tokens=200&temperature=0
 // &top_k=&top_p=&seed=&model=fp32|int8&autorun=1. When a run ends, window.craftResult holds
 // {text, tokens, seconds, tokens_per_sec, model} and <body data-state="done"> (or "error").
 import * as ort from "./ort.wasm.min.mjs";
 
-const GREEDY_BELOW = 1e-6; // as craft.generation and craft/runtime.py
 const FORMAT = "craft-onnx-decoder/3"; // as craft.export
 const $ = (id) => document.getElementById(id);
 
@@ -44,49 +44,11 @@ function generator(seed) {
   };
 }
 
-function argmax(row) {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i; // the first of equal maxima, as numpy
-  return best;
-}
-
-function softmax(x) {
-  const m = Math.max(...x);
-  const e = x.map((v) => Math.exp(v - m));
-  const s = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / s);
-}
-
-// Temperature, then top-k and top-p as craft/runtime.py's filter_logits; then one draw.
-function sampleNext(row, { temperature, top_k, top_p }, rand) {
-  if (temperature < GREEDY_BELOW) return argmax(row);
-  const V = row.length;
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let logits = Array.from(row, (v) => (v - max) / temperature);
-  if (top_k != null && top_k < V) {
-    const kth = [...logits].sort((a, b) => a - b)[V - top_k];
-    logits = logits.map((v) => (v < kth ? -Infinity : v));
-  }
-  if (top_p < 1) {
-    const order = logits.map((_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b); // stable, descending
-    const probs = softmax(order.map((i) => logits[i]));
-    let before = 0;
-    order.forEach((i, r) => {
-      if (before >= top_p) logits[i] = -Infinity; // the first token always stays
-      before += probs[r];
-    });
-  }
-  const probs = softmax(logits);
-  let u = rand();
-  for (let i = 0; i < V; i++) {
-    u -= probs[i];
-    if (u < 0) return i;
-  }
-  return probs.findLastIndex((p) => p > 0);
-}
-
-class Decoder {
+// The export's generation graph (model.loop.onnx, craft/export.py write_loop): one call runs many
+// decoder steps and draws each token inside onnxruntime, so the cache crosses into WASM memory once
+// per call rather than once per token. A call starts with a prefill from position 0, or with the
+// last token after the filled slots; the page passes the uniforms its seeded generator draws.
+class Generator {
   constructor(session, manifest) {
     this.session = session;
     this.m = manifest;
@@ -99,39 +61,50 @@ class Decoder {
     const size = this.shape.reduce((a, b) => a * b, 1);
     this.cache = this.names.map(() => new ort.Tensor("float32", new Float32Array(size), this.shape));
   }
-  // Logits of the last of `ids` at positions start..start+T-1 (a prefill from 0, or one token).
-  async run(ids, start) {
-    const T = ids.length;
-    const feeds = {
-      ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, T]),
-      input_pos: new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(start + i)), [T]),
-    };
-    this.names.forEach((n, i) => (feeds[n] = this.cache[i]));
-    const out = await this.session.run(feeds);
-    this.cache = this.names.map((n) => out[`${n}_out`]);
+  // `n` new token ids after `ids` at positions start..start+T-1.
+  async run(ids, start, n, settings, rand) {
     const V = this.m.vocab_size;
-    return out.logits.data.subarray((T - 1) * V, T * V);
+    const T = ids.length;
+    const k = Math.min(V, Math.max(1, settings.top_k ?? V));
+    const feeds = {
+      n: new ort.Tensor("int64", BigInt64Array.from([BigInt(n)]), []),
+      loop_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, T]),
+      loop_pos: new ort.Tensor("int64", BigInt64Array.from({ length: T }, (_, i) => BigInt(start + i)), [T]),
+      uniforms: new ort.Tensor("float32", Float32Array.from({ length: n }, rand), [n]),
+      temperature: new ort.Tensor("float32", Float32Array.from([settings.temperature]), []),
+      top_k: new ort.Tensor("int64", BigInt64Array.from([BigInt(k)]), [1]),
+      top_p: new ort.Tensor("float32", Float32Array.from([settings.top_p]), []),
+    };
+    this.names.forEach((name, i) => (feeds[`loop_${name}`] = this.cache[i]));
+    const out = await this.session.run(feeds);
+    this.cache = this.names.map((name) => out[`${name}_next`]);
+    return Array.from(out.tokens.data, Number);
   }
 }
 
-// Yields new token ids, as craft.generation.stream: a KV cache, and once the window is full the
-// newest half of it is prefilled again.
-async function* stream(decoder, prompt, n, settings) {
-  const block = decoder.m.block_size;
+const CHUNK = 128; // tokens per call at most: the text appears as it is written
+
+// Yields arrays of new token ids, as craft.generation.stream: a KV cache, and once the window is
+// full the newest half of it is prefilled again.
+async function* stream(gen, prompt, n, settings) {
+  const block = gen.m.block_size;
   const keep = Math.max(1, Math.floor(block / 2));
   const rand = generator(settings.seed ?? 0);
   let ctx = prompt.slice(-block);
-  let filled = 0;
-  for (let t = 0; t < n; t++) {
+  let filled = 0; // positions of ctx whose keys and values are in the cache
+  for (let done = 0; done < n; ) {
     if (ctx.length > block) {
       ctx = ctx.slice(-keep);
       filled = 0;
     }
-    const row = filled === 0 ? await decoder.run(ctx, 0) : await decoder.run(ctx.slice(-1), filled);
-    filled = ctx.length;
-    const next = sampleNext(row, settings, rand);
-    ctx = [...ctx, next];
-    yield next;
+    if (filled === 0) gen.reset();
+    const room = block - ctx.length + 1; // steps before the window is full
+    const steps = Math.min(n - done, room, CHUNK);
+    const fresh = filled === 0 ? await gen.run(ctx, 0, steps, settings, rand) : await gen.run(ctx.slice(-1), filled, steps, settings, rand);
+    filled = ctx.length + steps - 1;
+    ctx = ctx.concat(fresh);
+    done += steps;
+    yield fresh;
   }
 }
 
@@ -155,17 +128,28 @@ async function main() {
   const state = await (await fetch("tokenizer.json")).json();
   if (state.type !== "char") throw new Error(`the page has the char tokenizer only; this model's is ${state.type}`);
   const codec = new CharCodec(state.vocab);
-  const models = ["model.int8.onnx", "model.onnx"].filter((f) => f in manifest.files);
-  for (const f of models) $("model").add(new Option(f === "model.onnx" ? "fp32" : "int8", f));
+  // fp32 first: PyTorch's text exactly, and in WASM no slower than int8 (benchmarks/README.md)
+  const models = ["model.loop.onnx", "model.int8.loop.onnx"].filter((f) => f in manifest.files);
+  const label = (f) => (f.includes("int8") ? "int8" : "fp32");
+  for (const f of models) $("model").add(new Option(label(f), f));
   const sampling = manifest.sampling;
   const fields = { ...sampling, prompt: "\n" };
   for (const key of ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "model"]) {
     if (params.has(key)) fields[key] = params.get(key);
   }
   for (const key of ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]) $(key).value = fields[key] ?? "";
-  if (fields.model) $("model").value = fields.model === "fp32" ? "model.onnx" : fields.model === "int8" ? "model.int8.onnx" : fields.model;
+  if (fields.model) $("model").value = { fp32: "model.loop.onnx", int8: "model.int8.loop.onnx" }[fields.model] ?? fields.model;
   const sessions = {};
-  const session = async (file) => (sessions[file] ??= await ort.InferenceSession.create(file, { executionProviders: ["wasm"] }));
+  // A new session's first calls are slow (WASM code compiled on first use, buffers planned): warm
+  // it up once, at load, with a short greedy run.
+  const warm = async (s) => {
+    const gen = new Generator(s, manifest);
+    const steps = Math.min(48, manifest.block_size); // positions stay inside the window
+    for (let i = 0; i < 3; i++) await gen.run([0], 0, steps, { temperature: 0, top_k: null, top_p: 1 }, Math.random);
+    return s;
+  };
+  const session = async (file) =>
+    (sessions[file] ??= await warm(await ort.InferenceSession.create(file, { executionProviders: ["wasm"] })));
   await session($("model").value);
   const m = manifest;
   $("about").textContent = `A char model (${m.n_layers} layers, width ${m.n_head * m.head_size}, context ${m.block_size}, ` +
@@ -180,7 +164,7 @@ async function main() {
       const prompt = $("prompt").value;
       if (!prompt) throw new Error("prompt is empty; give at least one character");
       const file = $("model").value;
-      const decoder = new Decoder(await session(file), manifest);
+      const gen = new Generator(await session(file), manifest);
       const ids = codec.encode(prompt);
       const out = $("output");
       out.replaceChildren(Object.assign(document.createElement("span"), { className: "prompt", textContent: prompt }));
@@ -188,8 +172,8 @@ async function main() {
       const fresh = [];
       const start = performance.now();
       let shown = start;
-      for await (const id of stream(decoder, ids, n, settings)) {
-        fresh.push(id);
+      for await (const chunk of stream(gen, ids, n, settings)) {
+        fresh.push(...chunk);
         if (performance.now() - shown > 100) { // let the page paint now and then
           text.data = codec.decode(fresh);
           await new Promise((r) => setTimeout(r, 0));
@@ -200,8 +184,8 @@ async function main() {
       text.data = codec.decode(fresh);
       const rate = fresh.length / seconds;
       $("status").textContent = `${fresh.length} tokens in ${seconds.toFixed(2)} s: ${Math.round(rate).toLocaleString("en")} tokens/s ` +
-        `(${file === "model.onnx" ? "fp32" : "int8"}, onnxruntime-web ${ort.env.versions?.web ?? ""}, WASM)`;
-      window.craftResult = { text: codec.decode(fresh), tokens: fresh.length, seconds, tokens_per_sec: rate, model: file };
+        `(${label(file)}, onnxruntime-web ${ort.env.versions?.web ?? ""}, WASM)`;
+      window.craftResult = { text: codec.decode(fresh), tokens: fresh.length, seconds, tokens_per_sec: rate, model: label(file) };
       document.body.dataset.state = "done";
     } catch (e) {
       fail(e);
