@@ -140,12 +140,13 @@ async function main() {
   for (const key of ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]) $(key).value = fields[key] ?? "";
   if (fields.model) $("model").value = { fp32: "model.loop.onnx", int8: "model.int8.loop.onnx" }[fields.model] ?? fields.model;
   const sessions = {};
-  // A new session's first calls are slow (WASM code compiled on first use, buffers planned): warm
-  // it up once, at load, with a short greedy run.
+  // A new session runs at a third of its speed until the browser has compiled its hot WASM code
+  // with the optimizing tier: warm it up once, at load, with four greedy calls of up to 128 steps
+  // (under a second here; 233-560 tok/s without it, 711-960 with it: benchmarks/README.md).
   const warm = async (s) => {
     const gen = new Generator(s, manifest);
-    const steps = Math.min(48, manifest.block_size); // positions stay inside the window
-    for (let i = 0; i < 3; i++) await gen.run([0], 0, steps, { temperature: 0, top_k: null, top_p: 1 }, Math.random);
+    const steps = Math.min(128, manifest.block_size); // positions stay inside the window
+    for (let i = 0; i < 4; i++) await gen.run([0], 0, steps, { temperature: 0, top_k: null, top_p: 1 }, Math.random);
     return s;
   };
   const session = async (file) =>
