@@ -1,3 +1,6 @@
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +77,27 @@ def test_builtin_corpus_is_written_once(tmp_path):
     dm = TextDataModule(str(path), builtin_corpus="pydoc", block_size=64)
     assert dm.vocab_size > 50
     assert path.stat().st_size > 400_000
+
+
+def test_stdlib_corpus_is_the_standard_librarys_source_in_sorted_order(tmp_path):
+    """Every *.py of the running interpreter's stdlib, sorted by path, installed packages and test
+    folders left out; written the same twice (a corpus a result can name by Python version)."""
+    import sysconfig
+
+    from craft.data.corpus import stdlib_files, stdlib_version, write_builtin_corpus
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = stdlib_files()
+    relative = [f.relative_to(root).as_posix() for f in files]
+    assert relative == sorted(relative) and "os.py" in relative and "json/decoder.py" in relative
+    assert not [r for r in relative if {"site-packages", "test", "tests"} & set(r.split("/")[:-1])]
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    write_builtin_corpus("stdlib", a)
+    write_builtin_corpus("stdlib", b)
+    assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 5_000_000
+    text = a.read_text(encoding="utf-8")
+    assert text.index((root / "abc.py").read_text(encoding="utf-8").strip()) < text.index("class JSONDecoder")
+    assert stdlib_version().split()[1] == platform.python_version()
 
 
 @pytest.mark.parametrize(

@@ -25,24 +25,49 @@ from craft.errors import CraftError
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 RECORD_SUFFIXES = {".jsonl", ".parquet"}
-BUILTIN_CORPORA = ("pydoc",)
+BUILTIN_CORPORA = ("pydoc", "stdlib")
+STDLIB_SKIPPED = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 READ_BYTES = 1 << 20  # bytes read from a text file at a time
 
 
 def write_builtin_corpus(name: str, path: Path) -> None:
-    """Write a corpus that ships with every Python to ``path`` (only if it does not exist yet)."""
-    if name != "pydoc":
+    """Write a corpus that ships with every Python to ``path`` (only if it does not exist yet).
+
+    ``pydoc``: the interpreter's own reference prose (what ``help("topics")`` shows), ~465 KB of
+    English. ``stdlib``: the source of the running interpreter's standard library, every ``*.py``
+    under it in sorted path order, installed packages and test folders left out (~15 MB on
+    CPython 3.11; which Python wrote it is ``stdlib_version()``): big enough not to overfit.
+    """
+    if name not in BUILTIN_CORPORA:
         raise CraftError(f"unknown built-in corpus {name!r}; available: {', '.join(BUILTIN_CORPORA)}")
     if path.exists():
         return
-    # The interpreter's own reference prose (what `help("topics")` shows): ~465 KB of English.
-    from pydoc_data.topics import topics
+    if name == "pydoc":
+        from pydoc_data.topics import topics
 
-    text = "\n\n".join(topics[key].strip() for key in sorted(topics)) + "\n"
+        text = "\n\n".join(topics[key].strip() for key in sorted(topics)) + "\n"
+    else:
+        text = "".join(f.read_text(encoding="utf-8", errors="replace").rstrip() + "\n\n" for f in stdlib_files())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's ``*.py`` files, sorted by their path under it."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [f for f in root.rglob("*.py") if not STDLIB_SKIPPED & set(f.relative_to(root).parts[:-1])]
+    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
+
+
+def stdlib_version() -> str:
+    """The interpreter whose standard library the ``stdlib`` corpus holds, e.g. ``CPython 3.11.7``."""
+    import platform
+
+    return f"{platform.python_implementation()} {platform.python_version()}"
 
 
 def kind_of(file: Path) -> str | None:
