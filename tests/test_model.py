@@ -50,6 +50,7 @@ VARIANTS = [
     {},
     {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rotary"},
     {"positions": "rotary"},
+    {"mlp": "relu2"},
 ]
 
 
@@ -226,3 +227,22 @@ def test_cached_generation_runs_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = generate(m, torch.zeros(2, 3, dtype=torch.long), SamplingConfig(temperature=0, max_new_tokens=20))
     assert out.shape == (2, 23) and int(out.max()) < 20
+
+
+def test_relu_squared_mlp_has_gelus_parameters_and_trains():
+    """mlp: relu2 (Primer's ReLU(x)^2, used by modded-nanogpt and nanochat) at GeluMLP's exact count."""
+    shape = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
+    assert GPT(GPTConfig(**shape, mlp="relu2")).num_params() == GPT(GPTConfig(**shape)).num_params()
+    torch.manual_seed(0)
+    m = tiny(mlp="relu2").train()
+    x = torch.randint(0, 20, (8, 16))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        _, loss = m(x[:, :-1], x[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    assert "ReluSquaredMLP" in {type(mod).__name__ for mod in m.modules()}

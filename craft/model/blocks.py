@@ -65,6 +65,20 @@ class GeluMLP(nn.Module):
         return self.dropout(self.proj(F.gelu(h)))  # nothing kept without grad; ONNX export sees plain ops
 
 
+class ReluSquaredMLP(nn.Module):
+    """d_model -> d_hid -> d_model with ReLU(x)^2 (So et al., 2021, Primer; modded-nanogpt, nanochat):
+    GeluMLP's 2 * d_model * d_hid weights, a cheaper and sparser activation."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_hid, bias=config.bias)
+        self.proj = nn.Linear(config.d_hid, config.d_model, bias=config.bias)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.relu(self.fc(x)).square()))
+
+
 def swiglu_width(d_hid: int) -> int:
     """Hidden width of a SwiGLU MLP with as many weights as a GELU MLP of width ``d_hid``.
 
@@ -138,7 +152,7 @@ def _rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 
 REGISTRY: dict[str, dict[str, type[nn.Module]]] = {
     "norm": {"layernorm": LayerNorm, "rmsnorm": RMSNorm},
-    "mlp": {"gelu": GeluMLP, "swiglu": SwiGLU},
+    "mlp": {"gelu": GeluMLP, "swiglu": SwiGLU, "relu2": ReluSquaredMLP},
     "positions": {"learned": LearnedPositions, "rotary": RotaryPositions},
 }
 
