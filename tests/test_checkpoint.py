@@ -125,7 +125,7 @@ def test_checkpoint_with_a_custom_part_predicts_only_when_the_user_names_it(dyt_
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
         "craft: error: the checkpoint's model.norm is 'tests.custom_parts.DyT', not a built-in norm "
-        "(layernorm, rmsnorm); craft imports nothing a checkpoint names: "
+        "(layernorm, rmsnorm, rmsnorm_free); craft imports nothing a checkpoint names: "
         "pass --model.norm tests.custom_parts.DyT yourself to trust it"
     )
     main([*predict, *dyt])

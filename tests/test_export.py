@@ -100,9 +100,9 @@ def test_unfusable_head_size_writes_the_cache_with_one_scatter_each(tmp_path):
     assert {n.input[0] for n in graph.node if n.op_type == "ScatterElements"} == {"k_0", "v_0", "k_1", "v_1"}
 
 
-@pytest.mark.parametrize("mlp", ["swiglu", "relu2"])
+@pytest.mark.parametrize("mlp, norm", [("swiglu", "rmsnorm"), ("relu2", "rmsnorm_free")])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "masked"])
-def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp):
+def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp, norm):
     """Rotary positions, SwiGLU and RMSNorm through both attention paths: check_parity compares a
     prefill and one-token steps against PyTorch (it raises on a difference)."""
     from craft.export import check_parity, export_onnx
@@ -120,7 +120,7 @@ def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp):
         d_hid=48,
         positions="rotary",
         mlp=mlp,
-        norm="rmsnorm",
+        norm=norm,
         bias=False,
     )
     gpt = GPT(config)

@@ -51,6 +51,7 @@ VARIANTS = [
     {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rotary"},
     {"positions": "rotary"},
     {"mlp": "relu2"},
+    {"norm": "rmsnorm_free", "positions": "rotary"},
 ]
 
 
@@ -139,7 +140,7 @@ def test_a_new_variant_is_named_by_import_path():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("norm", "batchnorm", "unknown norm 'batchnorm': use one of ['layernorm', 'rmsnorm']"),
+        ("norm", "batchnorm", "unknown norm 'batchnorm': use one of ['layernorm', 'rmsnorm', 'rmsnorm_free']"),
         ("mlp", "no.such.Module", "mlp 'no.such.Module' cannot be imported"),
         ("positions", "torch.nn.functional.relu", "is not an nn.Module class"),
     ],
@@ -246,3 +247,11 @@ def test_relu_squared_mlp_has_gelus_parameters_and_trains():
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
     assert "ReluSquaredMLP" in {type(mod).__name__ for mod in m.modules()}
+
+
+def test_parameter_free_rmsnorm_has_no_parameters():
+    """norm: rmsnorm_free drops RMSNorm's scales: 2 per layer and the final one, d_model each."""
+    shape = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
+    scaled, free = GPT(GPTConfig(**shape, norm="rmsnorm")), GPT(GPTConfig(**shape, norm="rmsnorm_free"))
+    assert scaled.num_params() - free.num_params() == (2 * 6 + 1) * 128
+    assert not list(free.ln_f.parameters())

@@ -46,6 +46,13 @@ class RMSNorm(nn.RMSNorm):
         super().__init__(d_model, eps=1e-5)
 
 
+class FreeRMSNorm(nn.RMSNorm):
+    """RMSNorm without its learned scale: no parameters at all (nanochat's norm)."""
+
+    def __init__(self, d_model: int, bias: bool = True) -> None:
+        super().__init__(d_model, eps=1e-5, elementwise_affine=False)
+
+
 # -- MLPs ----------------------------------------------------------------------------------------
 
 
@@ -151,7 +158,7 @@ def _rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 # -- lookup --------------------------------------------------------------------------------------
 
 REGISTRY: dict[str, dict[str, type[nn.Module]]] = {
-    "norm": {"layernorm": LayerNorm, "rmsnorm": RMSNorm},
+    "norm": {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "rmsnorm_free": FreeRMSNorm},
     "mlp": {"gelu": GeluMLP, "swiglu": SwiGLU, "relu2": ReluSquaredMLP},
     "positions": {"learned": LearnedPositions, "rotary": RotaryPositions},
 }

@@ -22,7 +22,7 @@ class GPTConfig:
     d_hid: int = 512
     dropout: float = 0.0
     bias: bool = True
-    norm: str = "layernorm"  # layernorm | rmsnorm | a class's import path
+    norm: str = "layernorm"  # layernorm | rmsnorm | rmsnorm_free (no scale) | a class's import path
     mlp: str = "gelu"  # gelu | swiglu (at the same parameter count) | relu2 (ReLU squared) | ...
     positions: str = "learned"  # learned | rotary | ...
 
