@@ -581,8 +581,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.format == "hf" and args.int8:
             raise CraftError("--int8 is for --format onnx; a transformers model quantizes on loading")
-        if args.format == "hf" and args.web:
-            raise CraftError("--web is for --format onnx: the page runs the ONNX decoder")
         manifest = export(args.ckpt_path, args.out, args.int8, trusted, args.format, web=args.web)
     except CraftError as e:
         print(f"craft.export: error: {e}", file=sys.stderr)

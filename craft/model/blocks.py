@@ -72,15 +72,9 @@ class GeluMLP(nn.Module):
         return self.dropout(self.proj(F.gelu(h)))  # nothing kept without grad; ONNX export sees plain ops
 
 
-class ReluSquaredMLP(nn.Module):
-    """d_model -> d_hid -> d_model with ReLU(x)^2 (So et al., 2021, Primer; modded-nanogpt, nanochat):
-    GeluMLP's 2 * d_model * d_hid weights, a cheaper and sparser activation."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.fc = nn.Linear(config.d_model, config.d_hid, bias=config.bias)
-        self.proj = nn.Linear(config.d_hid, config.d_model, bias=config.bias)
-        self.dropout = Dropout(config.dropout)
+class ReluSquaredMLP(GeluMLP):
+    """GeluMLP's layers (2 * d_model * d_hid weights) with ReLU(x)^2 in place of GELU (So et al.,
+    2021, Primer; modded-nanogpt, nanochat): a cheaper and sparser activation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.relu(self.fc(x)).square()))
