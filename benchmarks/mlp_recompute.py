@@ -33,7 +33,7 @@ from craft.data import TextDataModule  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
 from craft.model.blocks import GeluMLP  # noqa: E402
 from craft.model.kernels import Dropout  # noqa: E402
-from craft.module import param_groups  # noqa: E402
+from craft.optim import param_groups  # noqa: E402
 
 GOT_CHAR = merged_config(["configs/got_char.yaml"])
 

@@ -23,7 +23,7 @@ from benchmarks.memory import rss_bytes  # noqa: E402
 from craft.compare import merged_config  # noqa: E402
 from craft.data import TextDataModule  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
-from craft.module import param_groups  # noqa: E402
+from craft.optim import param_groups  # noqa: E402
 
 
 def endless_batches(dm: TextDataModule) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

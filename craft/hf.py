@@ -30,6 +30,9 @@ from craft.model.blocks import swiglu_width
 
 CLASSIC = {"norm": "layernorm", "mlp": "gelu", "positions": "learned"}
 MODERN = {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rotary"}
+# Components that change the forward and that craft does not map onto GPT-2 or Llama, at their
+# defaults (zero_init only sets the starting weights, so it exports).
+UNMAPPED = {"qk_norm": False, "tie_head": True, "softcap": 0.0, "value_embeds": False, "scalars": False}
 EPS = 1e-5  # craft's LayerNorm and RMSNorm
 
 
@@ -44,6 +47,12 @@ def _transformers():
 def target(architecture: Mapping[str, Any]) -> str:
     """``"gpt2"`` or ``"llama"``: the ``transformers`` architecture that computes a model with these
     fields (a checkpoint's hyperparameters, say), or a refusal."""
+    changed = [f"{k} {architecture[k]}" for k, v in UNMAPPED.items() if architecture.get(k, v) != v]
+    if changed:
+        raise CraftError(
+            f"neither GPT-2 nor Llama in transformers computes {', '.join(changed)}; "
+            "export it with --format onnx instead"
+        )
     parts = {k: architecture.get(k) for k in CLASSIC}
     if parts == CLASSIC:
         return "gpt2"

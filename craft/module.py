@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import warnings
@@ -18,15 +19,7 @@ from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning, note
 from craft.generation import SamplingConfig
 from craft.model import GPT, GPTConfig
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: matrices of linear layers decay; norms, biases and embeddings do not."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+from craft.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_schedule
 
 
 class PerSource(Metric):
@@ -53,21 +46,17 @@ class LanguageModel(L.LightningModule):
     def __init__(
         self,
         vocab_size: int,
-        block_size: int = 256,
-        d_model: int = 128,
-        n_layers: int = 6,
-        n_head: int = 8,
-        d_hid: int = 512,
-        norm: str = "layernorm",
-        mlp: str = "gelu",
-        positions: str = "learned",
-        bias: bool = True,
-        dropout: float = 0.0,
         lr: float = 1e-3,
         min_lr: float = 1e-4,
         warmup_steps: int = 100,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.99),
+        optimizer: str = "adamw",
+        muon_lr: float = 0.01,
+        muon_momentum: float = 0.95,
+        muon_adjust_lr: str | None = "match_rms_adamw",
+        schedule: str = "cosine",
+        decay_fraction: float = 0.2,
         max_new_tokens: int = 500,
         temperature: float = 0.8,
         top_k: int | None = 200,
@@ -75,25 +64,26 @@ class LanguageModel(L.LightningModule):
         seed: int = 1337,
         compile: bool = False,
         compiled_decode: bool = False,
+        **arch: Any,
     ) -> None:
         """
         Args:
             vocab_size: Tokens in the vocabulary (linked from the data module; never set by hand).
-            block_size: Context length (linked from `data.block_size`).
-            d_model: Width of the residual stream.
-            n_layers: Transformer blocks.
-            n_head: Attention heads (must divide d_model).
-            d_hid: Hidden width of each MLP (a SwiGLU MLP uses 2/3 of it: same parameter count).
-            norm: Normalization: layernorm, rmsnorm, or a class's import path (see craft/model/blocks.py).
-            mlp: MLP: gelu, swiglu, or a class's import path.
-            positions: Position scheme: learned (added embeddings), rotary, or a class's import path.
-            bias: Biases in the linear layers and LayerNorm.
-            dropout: Dropout on embeddings, attention output and MLP output.
             lr: Peak learning rate of AdamW, reached after `warmup_steps`.
-            min_lr: Learning rate at the end of the cosine decay.
+            min_lr: Learning rate at the end of the decay (Muon's ends at the same fraction of its peak).
             warmup_steps: Steps of linear warmup from 0 to `lr`.
             weight_decay: Decoupled weight decay on matrices (not on norms, biases or embeddings).
             betas: AdamW betas.
+            optimizer: adamw, or muon: torch.optim.Muon for the blocks' matrices and AdamW (at `lr`)
+                for embeddings, head, norms, biases and scalars (craft/optim.py).
+            muon_lr: Peak learning rate of Muon.
+            muon_momentum: Muon's momentum (Nesterov).
+            muon_adjust_lr: Muon's per-shape LR rule: match_rms_adamw (Moonshot: updates with
+                AdamW's RMS, so AdamW's LR and weight decay carry over), original (Keller Jordan's
+                sqrt(max(1, rows/cols))), or null (none).
+            schedule: LR schedule: cosine (warmup, cosine decay to min_lr) or wsd (warmup, flat,
+                then a linear decay to min_lr over the last `decay_fraction` of the steps).
+            decay_fraction: Fraction of the steps in wsd's final decay.
             max_new_tokens: Tokens to generate per prompt in `predict` and `generate`.
             temperature: Sampling temperature; 0 is greedy.
             top_k: Sample only among the k most likely tokens (null: no limit).
@@ -104,11 +94,21 @@ class LanguageModel(L.LightningModule):
                 time by AOTInductor: several times faster on CPU. Needs a C++ compiler; compiled once
                 per checkpoint and cached in ~/.cache/craft/decode. CPU only; samples during
                 `fit` stay eager. Falls back to eager, with a warning, where it cannot compile.
+            **arch: The network's fields (block_size, d_model, n_layers, ..., norm, mlp, positions and
+                the components): `GPTConfig`'s, documented there (craft/model/config.py), so a new
+                field needs no edit here.
         """
         super().__init__()
         self.save_hyperparameters()
-        self.config = GPTConfig.from_section(self.hparams)
+        GPTConfig.check_names(arch)
+        self.config = GPTConfig(vocab_size=vocab_size, **arch)
+        # Every field into the hyperparameters (and so the checkpoint), set or defaulted.
+        self.hparams.update(dataclasses.asdict(self.config))
         self.sampling = SamplingConfig(temperature, top_k, top_p, max_new_tokens)  # validated here, once
+        if optimizer not in OPTIMIZERS:
+            raise CraftError(f"unknown optimizer {optimizer!r}: use one of {list(OPTIMIZERS)}")
+        if schedule not in SCHEDULES:
+            raise CraftError(f"unknown schedule {schedule!r}: use one of {list(SCHEDULES)}")
         self.model = GPT(self.config)
         self._flops_per_token = self.model.flops_per_token()  # fixed by the shape; read every batch
         self.tokenizer: Tokenizer | None = None
@@ -223,20 +223,13 @@ class LanguageModel(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
+        optimizer = build_optimizer(
+            self.model, hp.optimizer, hp.lr, hp.weight_decay, hp.betas, hp.muon_lr, hp.muon_momentum, hp.muon_adjust_lr
+        )
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise CraftError("set trainer.max_steps or trainer.max_epochs: the LR schedule needs a length")
-        total = max(int(total), 1)
-        warmup = min(hp.warmup_steps, total)
-        floor = hp.min_lr / hp.lr
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        schedule = lr_schedule(hp.schedule, max(int(total), 1), hp.warmup_steps, hp.min_lr / hp.lr, hp.decay_fraction)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -30,16 +30,65 @@ CHAR_VOCAB = 100  # a char vocabulary is the corpus's symbol count: ~100 for an 
 
 
 def formula(c: GPTConfig) -> int:
-    d, h, L, V, T = c.d_model, c.d_hid, c.n_layers, c.vocab_size, c.block_size
-    norm = 2 * d if c.norm == "layernorm" else d  # LayerNorm: weight + bias; RMSNorm: weight
-    attn = (3 * d * d + 3 * d) + (d * d + d)  # qkv and output projection, with biases
-    if c.mlp == "gelu":
-        mlp = 2 * d * h + h + d
+    """The closed form of docs/model.md, every part and component included."""
+    d, h, L, V, T, b = c.d_model, c.d_hid, c.n_layers, c.vocab_size, c.block_size, int(c.bias)
+
+    def norm(n: int) -> int:  # LayerNorm: weight (+ bias); RMSNorm: weight; rmsnorm_free: nothing
+        return {"layernorm": n + b * n, "rmsnorm": n, "rmsnorm_free": 0}[c.norm]
+
+    attn = 4 * d * d + b * 4 * d + (2 * norm(d // c.n_head) if c.qk_norm else 0)  # qkv, proj, QK-norm
+    if c.mlp in ("gelu", "relu2"):
+        mlp = 2 * d * h + b * (h + d)
     else:
         w = swiglu_width(h)
-        mlp = 3 * d * w + 2 * w + d
+        mlp = 3 * d * w + b * (2 * w + d)
     positions = T * d if c.positions == "learned" else 0
-    return V * d + positions + L * (2 * norm + attn + mlp) + norm  # the head is tied to the embedding
+    value_embeds = (L + 1) // 2 * (V * d + 1) if c.value_embeds else 0  # every other layer: table + gate
+    scalars = 2 * L if c.scalars else 0
+    head = 0 if c.tie_head else V * d
+    return V * d + positions + L * (2 * norm(d) + attn + mlp) + norm(d) + value_embeds + scalars + head
+
+
+# One row per component on the got_char shape (100-symbol vocabulary), and nanochat's whole recipe.
+COMPONENTS = [
+    {},
+    {"qk_norm": True},
+    {"tie_head": False},
+    {"softcap": 15.0},
+    {"zero_init": True},
+    {"bias": False},
+    {"value_embeds": True},
+    {"scalars": True},
+    {"mlp": "relu2"},
+    {"norm": "rmsnorm_free"},
+    {
+        "norm": "rmsnorm_free",
+        "mlp": "relu2",
+        "positions": "rotary",
+        "bias": False,
+        "qk_norm": True,
+        "tie_head": False,
+        "softcap": 15.0,
+        "zero_init": True,
+        "value_embeds": True,
+        "scalars": True,
+    },
+]
+
+
+def component_rows() -> list[str]:
+    base = GPT(GPTConfig(vocab_size=CHAR_VOCAB, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512))
+    out = ["| got_char shape with | params | vs got_char | non-embedding |", "|---|---:|---:|---:|"]
+    for fields in COMPONENTS:
+        c = GPTConfig(vocab_size=CHAR_VOCAB, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512, **fields)
+        m = GPT(c)
+        n = m.num_params()
+        assert n == formula(c), (fields, n, formula(c))
+        name = "(nothing: got_char)" if not fields else ", ".join(f"{k}: {str(v).lower()}" for k, v in fields.items())
+        if len(fields) > 3:
+            name = "all of them (nanochat's recipe, rotary)"
+        out.append(f"| {name} | {n:,} | {n - base.num_params():+,} | {m.num_params(non_embedding=True):,} |")
+    return out
 
 
 def rows() -> list[str]:
@@ -69,8 +118,13 @@ def main() -> None:
     text = path.read_text()
     table = "\n".join(["<!-- table: python docs/gen_model_table.py -->", *rows(), "<!-- end table -->"])
     new = re.sub(r"<!-- table: .*?<!-- end table -->", lambda _: table, text, flags=re.S)
+    components = "\n".join(
+        ["<!-- components: python docs/gen_model_table.py -->", *component_rows(), "<!-- end components -->"]
+    )
+    new = re.sub(r"<!-- components: .*?<!-- end components -->", lambda _: components, new, flags=re.S)
     path.write_text(new)
     print(table)
+    print(components)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = (
@@ -140,3 +141,31 @@ class SignalDuring(L.Callback):
         # Runs before craft's SampleGeneration in the same hook, which then generates for seconds.
         if self.phase == "sample generation" and trainer.global_step % 2 == 0:
             self._send(trainer, self.delay)
+
+
+# Each component alone on the classic block, and all of them together (nanochat's recipe).
+COMPONENTS = [
+    {"qk_norm": True},
+    {"tie_head": False},
+    {"softcap": 3.0},  # low enough to bend this tiny model's logits
+    {"zero_init": True},
+    {"bias": False},
+    {"value_embeds": True},
+    {"scalars": True},
+]
+ALL_COMPONENTS = {
+    "norm": "rmsnorm_free",
+    "mlp": "relu2",
+    "positions": "rotary",
+    **{k: v for c in COMPONENTS for k, v in c.items()},
+}
+
+
+def perturbed(m: torch.nn.Module) -> torch.nn.Module:
+    """``m`` with every parameter moved off its init, so zero-initialised projections, gates and
+    scalars take part in what a test compares."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return m

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
+from conftest import ALL_COMPONENTS, perturbed, tiny_args
 
 from craft.cli import main
 from craft.data.tokenizers import CharTokenizer
@@ -29,15 +29,15 @@ def tiny_gpt(**fields) -> GPT:
 
 @pytest.mark.parametrize(
     "fields",
-    [{}, {"positions": "rotary", "mlp": "swiglu", "norm": "rmsnorm"}],
-    ids=["learned-gelu-layernorm", "rotary-swiglu-rmsnorm"],
+    [{}, {"positions": "rotary", "mlp": "swiglu", "norm": "rmsnorm"}, ALL_COMPONENTS],
+    ids=["learned-gelu-layernorm", "rotary-swiglu-rmsnorm", "all-components"],
 )
 @pytest.mark.parametrize("sampling", [SamplingConfig(temperature=0), SamplingConfig(0.9, top_k=10)])
 def test_the_exported_step_generates_the_eager_tokens_across_window_slides(fields, sampling):
     """The step AOTInductor compiles is GPT.forward traced by torch.export: run here as the exported
     program (no C++ compiler needed), it must give the eager tokens. 40 new tokens with block 16:
     the context slides (prefilled again into the same buffers) several times."""
-    gpt = tiny_gpt(**fields)
+    gpt = perturbed(tiny_gpt(**fields))
     sampling = SamplingConfig(sampling.temperature, sampling.top_k, sampling.top_p, max_new_tokens=40)
     prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(1))
     example = (torch.zeros(2, 1, dtype=torch.long), torch.tensor([0]), *KVCache.empty(gpt.config, 2).buffers())

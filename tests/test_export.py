@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import ALL_COMPONENTS, perturbed
 
 from craft import LanguageModel
 from craft.cli import main
@@ -100,11 +101,16 @@ def test_unfusable_head_size_writes_the_cache_with_one_scatter_each(tmp_path):
     assert {n.input[0] for n in graph.node if n.op_type == "ScatterElements"} == {"k_0", "v_0", "k_1", "v_1"}
 
 
-@pytest.mark.parametrize("mlp, norm", [("swiglu", "rmsnorm"), ("relu2", "rmsnorm_free")])
+@pytest.mark.parametrize(
+    "mlp, norm, components",
+    [("swiglu", "rmsnorm", {}), ("relu2", "rmsnorm_free", ALL_COMPONENTS)],
+    ids=["swiglu-rmsnorm", "relu2-rmsnorm_free-all-components"],
+)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "masked"])
-def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp, norm):
-    """Rotary positions, SwiGLU and RMSNorm through both attention paths: check_parity compares a
-    prefill and one-token steps against PyTorch (it raises on a difference)."""
+def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp, norm, components):
+    """Rotary positions, SwiGLU and RMSNorm through both attention paths, and every component of
+    craft/model/blocks.py at once: check_parity compares a prefill and one-token steps against
+    PyTorch (it raises on a difference)."""
     from craft.export import check_parity, export_onnx
     from craft.model import GPT
     from craft.model.config import GPTConfig
@@ -118,12 +124,9 @@ def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp, nor
         n_layers=2,
         n_head=4,
         d_hid=48,
-        positions="rotary",
-        mlp=mlp,
-        norm=norm,
-        bias=False,
+        **{**components, "positions": "rotary", "norm": norm, "mlp": mlp, "bias": False},
     )
-    gpt = GPT(config)
+    gpt = perturbed(GPT(config))
     export_onnx(gpt, tmp_path / "m.onnx", fused=fused)
     check_parity(gpt, tmp_path / "m.onnx", atol=LOGITS_ATOL)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}

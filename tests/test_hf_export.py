@@ -66,18 +66,33 @@ def test_transformers_loads_the_export_with_craft_logits_and_greedy_text(tmp_pat
     assert theirs_text == ours_text
 
 
-def test_a_block_transformers_has_no_class_for_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # rmsnorm + gelu + learned: neither GPT-2 nor Llama
+        (
+            {"norm": "rmsnorm"},
+            "no transformers architecture computes this block (norm rmsnorm, mlp gelu, positions learned)",
+        ),
+        (
+            {"qk_norm": True, "softcap": 15.0},
+            "neither GPT-2 nor Llama in transformers computes qk_norm True, softcap 15.0",
+        ),
+    ],
+    ids=["block", "components"],
+)
+def test_a_block_transformers_has_no_class_for_is_refused_in_one_line(tiny_run, tmp_path, capsys, change, message):
     ckpt, _ = tiny_run
     mixed = tmp_path / "mixed.ckpt"
     checkpoint = torch.load(ckpt, weights_only=True)
-    checkpoint["hyper_parameters"]["norm"] = "rmsnorm"  # rmsnorm + gelu + learned: neither GPT-2 nor Llama
+    checkpoint["hyper_parameters"].update(change)
     torch.save(checkpoint, mixed)
     with pytest.raises(SystemExit) as e:
         export_main(["--format", "hf", "--ckpt_path", str(mixed), "--out", str(tmp_path / "hf")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "no transformers architecture computes this block (norm rmsnorm, mlp gelu, positions learned)" in err
+    assert message in err
     assert not (tmp_path / "hf").exists() and not list(tmp_path.glob(".hf*"))
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ALL_COMPONENTS, COMPONENTS, perturbed
 
 from craft.errors import ConfigError
 from craft.generation import SamplingConfig, generate
@@ -52,13 +53,21 @@ VARIANTS = [
     {"positions": "rotary"},
     {"mlp": "relu2"},
     {"norm": "rmsnorm_free", "positions": "rotary"},
+    *COMPONENTS,
+    ALL_COMPONENTS,
 ]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()) or "classic")
+def variant_id(v) -> str:
+    if not isinstance(v, dict):
+        return str(v)
+    return "-".join(f"{k}={val}" for k, val in v.items()) or "classic"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("new_tokens", [5, 40])  # 40 goes past block_size=16: the window slides
 def test_kv_cache_generation_equals_uncached(new_tokens, variant):
-    m = tiny(**variant)
+    m = perturbed(tiny(**variant))
     prompt = torch.randint(0, 20, (2, 5))
     greedy = SamplingConfig(temperature=0, max_new_tokens=new_tokens)
     cached = generate(m, prompt, greedy, use_cache=True)
@@ -67,9 +76,9 @@ def test_kv_cache_generation_equals_uncached(new_tokens, variant):
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()) or "classic")
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_kv_cache_logits_match_full_forward(variant):
-    m = tiny(**variant)
+    m = perturbed(tiny(**variant))
     x = torch.randint(0, 20, (1, 12))
     cache = KVCache.empty(m.config, 1)
     m(x[:, :8], cache=cache)  # prefill, positions 0..7
@@ -255,3 +264,67 @@ def test_parameter_free_rmsnorm_has_no_parameters():
     scaled, free = GPT(GPTConfig(**shape, norm="rmsnorm")), GPT(GPTConfig(**shape, norm="rmsnorm_free"))
     assert scaled.num_params() - free.num_params() == (2 * 6 + 1) * 128
     assert not list(free.ln_f.parameters())
+
+
+GOT_CHAR = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
+
+
+@pytest.mark.parametrize(
+    "component, added",
+    [
+        ({"qk_norm": True}, 6 * 2 * (16 + 16)),  # a LayerNorm (weight + bias) of head size for q and k
+        ({"qk_norm": True, "norm": "rmsnorm"}, 6 * 2 * 16 - (2 * 6 + 1) * 128),  # scales only, vs LayerNorm's
+        ({"qk_norm": True, "norm": "rmsnorm_free"}, -(2 * 6 + 1) * 2 * 128),  # nothing for QK-norm
+        ({"tie_head": False}, 100 * 128),
+        ({"softcap": 15.0}, 0),
+        ({"zero_init": True}, 0),
+        ({"bias": False}, -((2 * 6 + 1) * 128 + 6 * (3 * 128 + 128 + 512 + 128))),
+        ({"value_embeds": True}, 3 * (100 * 128 + 1)),  # layers 1, 3, 5: a table and a gate each
+        ({"scalars": True}, 2 * 6),
+    ],
+    ids=variant_id,
+)
+def test_each_component_adds_exactly_its_parameters(component, added):
+    """At the got_char shape (1,235,456 parameters with a 100-symbol vocabulary)."""
+    assert GPT(GPTConfig(**GOT_CHAR, **component)).num_params() - 1_235_456 == added
+
+
+@pytest.mark.parametrize("component", [*COMPONENTS, ALL_COMPONENTS], ids=variant_id)
+def test_each_component_trains(component):
+    torch.manual_seed(0)
+    m = tiny(**component).train()
+    x = torch.randint(0, 20, (8, 16))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        _, loss = m(x[:, :-1], x[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_components_do_what_they_say():
+    x = torch.randint(0, 20, (2, 16))
+    capped = perturbed(tiny(softcap=0.5))
+    logits, _ = capped(x, x)
+    assert logits.abs().max() < 0.5  # squashed into (-cap, cap)
+    untied = tiny(tie_head=False)
+    assert untied.head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
+    tied = tiny()
+    assert tied.head.weight is tied.tok_emb.weight
+    zero = tiny(zero_init=True, tie_head=False)
+    projections = [p for n, p in zero.named_parameters() if n.endswith("proj.weight") or n == "head.weight"]
+    assert len(projections) == 2 * 2 + 1 and all(not p.any() for p in projections)
+    assert not tiny(zero_init=True).tok_emb.weight.eq(0).all()  # a tied head stays the embedding
+    ve = tiny(value_embeds=True, n_layers=3)
+    assert [b.attn.value_embed is not None for b in ve.blocks] == [True, False, True]
+    scaled = tiny(scalars=True)
+    plain = tiny()
+    torch.testing.assert_close(scaled(x, x)[0], plain(x, x)[0])  # resid 1, x0 0: the plain stream at init
+    q = perturbed(tiny(qk_norm=True, norm="rmsnorm_free"))
+    seen = {}
+    q.blocks[0].attn.qk_norm.register_forward_hook(lambda mod, inp, out: seen.update(q=out[0]))
+    q(x, x)
+    torch.testing.assert_close(seen["q"].pow(2).mean(-1), torch.ones(2, 4, 16), atol=2e-3, rtol=0)  # eps 1e-5

@@ -37,16 +37,22 @@ def test_every_architecture_field_is_a_documented_model_argument_with_the_config
     import dataclasses
     import inspect
 
+    from jsonargparse import ArgumentParser
+
     from craft.model import GPTConfig
     from craft.model.config import ARCHITECTURE_FIELDS
 
-    params = inspect.signature(LanguageModel.__init__).parameters
-    doc = LanguageModel.__init__.__doc__
+    parser = ArgumentParser()
+    parser.add_class_arguments(LanguageModel, "model")
+    help_text = parser.format_help()
+    defaults = parser.get_defaults().model
+    doc = GPTConfig.__doc__
     for f in dataclasses.fields(GPTConfig):
-        assert f.name in params, f"GPTConfig.{f.name} is not an argument of LanguageModel"
+        assert f"--model.{f.name}" in help_text, f"GPTConfig.{f.name} is not an argument of LanguageModel"
         if f.default is not dataclasses.MISSING:
-            assert params[f.name].default == f.default, f.name
-        assert f"            {f.name}: " in doc, f"LanguageModel's docstring does not document {f.name}"
+            assert defaults[f.name] == f.default, f.name
+        assert f"        {f.name}: " in doc, f"GPTConfig's docstring does not document {f.name}"
+    assert "norm" not in inspect.signature(LanguageModel.__init__).parameters  # not listed twice
     assert set(ARCHITECTURE_FIELDS) == {f.name for f in dataclasses.fields(GPTConfig)} - {"dropout"}
     lm = LanguageModel(vocab_size=11, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=32, bias=False)
     assert lm.config == GPTConfig(vocab_size=11, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=32, bias=False)

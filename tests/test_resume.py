@@ -6,16 +6,28 @@ import pytest
 import torch
 
 from craft.cli import main
-from tests.conftest import scalars, tiny_args
+from tests.conftest import ALL_COMPONENTS, scalars, tiny_args
 
 STOP_AT_8 = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 8}}'
 
 
-@pytest.mark.parametrize("windows_per_epoch", [None, 48])  # 48 windows = 6 batches: resume crosses epochs
-def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, windows_per_epoch):
+# Muon + AdamW with the warmup-stable-decay schedule and every component of the modern recipe.
+MUON_AND_COMPONENTS = [
+    *("--model.optimizer muon --model.schedule wsd --model.decay_fraction 0.5".split()),
+    *(f"--model.{k} {str(v).lower()}" for k, v in ALL_COMPONENTS.items()),
+]
+
+
+@pytest.mark.parametrize(
+    "windows_per_epoch, recipe",
+    [(None, []), (48, []), (None, MUON_AND_COMPONENTS)],  # 48 windows = 6 batches: resume crosses epochs
+    ids=["adamw", "adamw-across-epochs", "muon-wsd-components"],
+)
+def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, windows_per_epoch, recipe):
     extra = ["--model.dropout", "0.1", "--samples.every_n_steps", "3", "--trainer.max_steps", "14"]
     if windows_per_epoch:
         extra += ["--data.windows_per_epoch", str(windows_per_epoch)]
+    extra += [a for arg in recipe for a in arg.split()]
     full, split = tmp_path / "full", tmp_path / "split"
     main(["fit", *tiny_args(corpus, full), *extra])
     main(["fit", *tiny_args(corpus, split), *extra, "--trainer.callbacks+", STOP_AT_8])
@@ -30,7 +42,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, wind
     for step in range(8, 14):
         print(f"{step + 1:4d}  {a[step]:.7f}      {b[step]:.7f}")
     assert [a[s] for s in range(14)] == [b[s] for s in range(14)]  # bitwise equal floats
-    assert scalars(full / "tiny", "lr-AdamW/pg1") == scalars(split / "tiny", "lr-AdamW/pg1")
+    lr = "lr-MuonAdamW/pg1" if recipe else "lr-AdamW/pg1"
+    assert scalars(full / "tiny", lr) == scalars(split / "tiny", lr)
 
     wa = torch.load(full / "tiny" / "checkpoints" / "last.ckpt", weights_only=True)
     wb = torch.load(split / "tiny" / "checkpoints" / "last.ckpt", weights_only=True)

@@ -149,6 +149,73 @@ def _rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+# -- components switched on by a config field --------------------------------------------------
+
+
+class QKNorm(nn.Module):
+    """The config's norm over each head's queries and keys, ``(B, nh, T, hs)`` each (Henry et al.,
+    2020; Dehghani et al., 2023): bounded attention logits. With ``rmsnorm`` each has a learned
+    scale of head_size, with ``rmsnorm_free`` no parameters (nanochat)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        norm = resolve("norm", config.norm)
+        self.q = norm(config.head_size, bias=config.bias)
+        self.k = norm(config.head_size, bias=config.bias)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q(q), self.k(k)
+
+
+class ValueEmbedding(nn.Module):
+    """A token embedding of the layer's own, added to its attention values with a learned gate
+    (modded-nanogpt's value embeddings, nanochat's ``value_embeds``): vocab_size x d_model + 1
+    parameters. ``forward(v, idx)`` takes the values ``(B, nh, T, hs)`` and the tokens ``(B, T)``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.gate = nn.Parameter(torch.ones(1))
+
+    def forward(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        B, nh, T, hs = v.shape
+        ve = self.emb(idx).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        return v + self.gate.to(v.dtype) * ve
+
+    @staticmethod
+    def used_by(layer: int, n_layers: int) -> bool:
+        """Every other layer, counted from the last (so the last layer always has one)."""
+        return layer % 2 == (n_layers - 1) % 2
+
+
+class ResidualScalars(nn.Module):
+    """Before block i, ``x = resid[i] * x + x0[i] * x0`` with x0 the token embedding (nanochat):
+    2 * n_layers parameters, starting at resid 1 and x0 0 (the plain residual stream)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.resid = nn.Parameter(torch.ones(config.n_layers))
+        self.x0 = nn.Parameter(torch.zeros(config.n_layers))
+
+    def forward(self, layer: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return self.resid[layer].to(x.dtype) * x + self.x0[layer].to(x.dtype) * x0
+
+
+class SoftCap(nn.Module):
+    """``cap * tanh(logits / cap)``: logits squashed smoothly into (-cap, cap) (Gemma 2; nanochat
+    uses 15). No parameters."""
+
+    def __init__(self, cap: float) -> None:
+        super().__init__()
+        self.cap = float(cap)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(logits / self.cap)
+
+    def extra_repr(self) -> str:
+        return f"cap={self.cap:g}"
+
+
 # -- lookup --------------------------------------------------------------------------------------
 
 REGISTRY: dict[str, dict[str, type[nn.Module]]] = {

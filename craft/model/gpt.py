@@ -17,17 +17,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from craft.model.blocks import resolve
+from craft.model.blocks import QKNorm, ResidualScalars, SoftCap, ValueEmbedding, resolve
 from craft.model.cache import KVCache
 from craft.model.config import GPTConfig
 from craft.model.kernels import Dropout
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, value_embed: bool = False) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.qk_norm = QKNorm(config) if config.qk_norm else None
+        self.value_embed = ValueEmbedding(config) if value_embed else None
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.resid_dropout = Dropout(config.dropout)
 
@@ -37,11 +39,16 @@ class CausalSelfAttention(nn.Module):
         positions: nn.Module,
         input_pos: torch.Tensor,
         cache: tuple[KVCache, int, torch.Tensor] | None = None,
+        idx: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm is not None:
+            q, k = self.qk_norm(q, k)
+        if self.value_embed is not None:
+            v = self.value_embed(v, idx)
         q, k = positions.rotate(q, k, input_pos)
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -55,16 +62,18 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, value_embed: bool = False) -> None:
         super().__init__()
         norm = resolve("norm", config.norm)
         self.ln_1 = norm(config.d_model, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, value_embed)
         self.ln_2 = norm(config.d_model, bias=config.bias)
         self.mlp = resolve("mlp", config.mlp)(config)
 
-    def forward(self, x: torch.Tensor, positions: nn.Module, input_pos: torch.Tensor, cache=None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), positions, input_pos, cache)
+    def forward(
+        self, x: torch.Tensor, positions: nn.Module, input_pos: torch.Tensor, cache=None, idx=None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), positions, input_pos, cache, idx)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -75,15 +84,24 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.positions = resolve("positions", config.positions)(config)
         self.drop = Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        L = config.n_layers
+        self.blocks = nn.ModuleList(
+            Block(config, value_embed=config.value_embeds and ValueEmbedding.used_by(i, L)) for i in range(L)
+        )
+        self.scalars = ResidualScalars(config) if config.scalars else None
         self.ln_f = resolve("norm", config.norm)(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.head.weight = self.tok_emb.weight  # weight tying
+        if config.tie_head:
+            self.head.weight = self.tok_emb.weight  # weight tying
+        self.softcap = SoftCap(config.softcap) if config.softcap else None
         self.apply(self._init_weights)
-        # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat.
+        # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat;
+        # zero_init starts them (and an untied head) at zero instead: each block begins as the identity.
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * L))
+            if config.zero_init and (name.endswith("proj.weight") or (name == "head.weight" and not config.tie_head)):
+                nn.init.zeros_(p)
         # Positions, and which cache slots a query at each position may see (litgpt's mask cache):
         # buffers, so they follow the model's device; not saved, they follow from the config.
         block = config.block_size
@@ -100,12 +118,22 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters counted once (the tied head shares the token embedding).
+        """Parameters counted once (a tied head shares the token embedding).
 
-        With ``non_embedding`` position parameters are left out, as in the 6N FLOP estimate.
+        With ``non_embedding`` the tables that are looked up, not multiplied, are left out (position
+        and value embeddings, and the token embedding when the head is untied), as in the 6N FLOP
+        estimate.
         """
         n = sum(p.numel() for p in self.parameters())
-        return n - sum(p.numel() for p in self.positions.parameters()) if non_embedding else n
+        if not non_embedding:
+            return n
+        lookups = [*self.positions.parameters()]
+        lookups += [
+            p for b in self.blocks if b.attn.value_embed is not None for p in b.attn.value_embed.emb.parameters()
+        ]
+        if not self.config.tie_head:
+            lookups.append(self.tok_emb.weight)
+        return n - sum(p.numel() for p in lookups)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6N for the matmuls plus 12*L*d*T for attention (PaLM appendix B)."""
@@ -138,14 +166,18 @@ class GPT(nn.Module):
             # (T, block): 0 where a query may see a slot, -inf where not; made additive here, once,
             # rather than by every layer's attention call from a boolean mask.
             visible = torch.where(self.causal[input_pos], 0.0, float("-inf"))
-        x = self.drop(self.positions.embed(self.tok_emb(idx), input_pos))  # (B, T, C)
+        x = x0 = self.drop(self.positions.embed(self.tok_emb(idx), input_pos))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             if cache is not None:
                 layer_cache = (cache, i, visible)
-            x = block(x, self.positions, input_pos, layer_cache)
+            if self.scalars is not None:
+                x = self.scalars(i, x, x0)
+            x = block(x, self.positions, input_pos, layer_cache, idx)
         x = self.ln_f(x)
+        logits = self.head(x if targets is not None or all_logits else x[:, [-1], :])  # (B, T or 1, V)
+        if self.softcap is not None:
+            logits = self.softcap(logits)
         if targets is None:
-            return self.head(x if all_logits else x[:, [-1], :]), None  # (B, T or 1, V)
-        logits = self.head(x)  # (B, T, V)
+            return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss

@@ -1,0 +1,130 @@
+"""Optimizers and learning-rate schedules, chosen by name in the config.
+
+- ``adamw``: AdamW on everything; matrices of linear layers decay, norms, biases and embeddings do not.
+- ``muon``: ``torch.optim.Muon`` (Jordan et al., 2024: momentum orthogonalised by Newton-Schulz) on
+  the 2-D matrices inside the blocks, AdamW on the rest (embeddings, head, norms, biases, scalars),
+  as modded-nanogpt and nanochat do. Muon is only for hidden matrices: an embedding is a lookup
+  table and the head maps to a distribution, and both do better with Adam.
+
+Schedules (a multiplier of each group's peak LR, per step): ``cosine`` (linear warmup, cosine decay
+to ``min_lr``) and ``wsd`` (warmup-stable-decay: linear warmup, flat at the peak, then a linear
+decay to ``min_lr`` over the last ``decay_fraction`` of the steps; Hägele et al., 2024).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from craft.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
+
+
+def is_muon_matrix(name: str, p: torch.nn.Parameter) -> bool:
+    """A block's hidden matrix (qkv, attention and MLP projections): what Muon trains."""
+    return p.ndim == 2 and name.startswith("blocks.") and "emb" not in name
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: matrices of linear layers decay; norms, biases and embeddings do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """``torch.optim.Muon`` and ``torch.optim.AdamW`` stepped as one optimizer, so Lightning's
+    automatic optimization, gradient clipping, LR schedulers and checkpoints see one object.
+
+    Its ``param_groups`` are the two optimizers' own group dicts (Muon's first), shared, so a
+    scheduler's LR reaches the optimizer that uses it; ``state_dict`` holds both states.
+    """
+
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
+        self.muon, self.adamw = muon, adamw
+        super().__init__([*muon.param_groups, *adamw.param_groups], {})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise ConfigError(
+                "the checkpoint's optimizer state is not Muon + AdamW: resume with the optimizer it was trained with"
+            )
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        # load_state_dict replaces the inner group dicts: share the new ones again.
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    betas: Iterable[float],
+    muon_lr: float,
+    muon_momentum: float,
+    muon_adjust_lr: str | None,
+) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+    if name != "muon":
+        raise ConfigError(f"unknown optimizer {name!r}: use one of {list(OPTIMIZERS)}")
+    matrices, decay, no_decay = [], [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            if is_muon_matrix(n, p):
+                matrices.append(p)
+            else:  # the AdamW rule above for the rest: an untied head decays
+                (decay if p.dim() >= 2 and "emb" not in n else no_decay).append(p)
+    muon = torch.optim.Muon(
+        matrices, lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum, adjust_lr_fn=muon_adjust_lr
+    )
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas))
+    return MuonAdamW(muon, adamw)
+
+
+def lr_schedule(name: str, total: int, warmup: int, floor: float, decay_fraction: float) -> Callable[[int], float]:
+    """The multiplier of the peak LR at each step (0-based) of a run of ``total`` steps."""
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {name!r}: use one of {list(SCHEDULES)}")
+    if not 0.0 <= decay_fraction <= 1.0:
+        raise ConfigError(f"decay_fraction must be in [0, 1], got {decay_fraction!r}")
+    warmup = min(warmup, total)
+    decay_start = max(warmup, total - round(decay_fraction * total))
+
+    def cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def wsd(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if step < decay_start:
+            return 1.0
+        progress = min(1.0, (step - decay_start + 1) / max(1, total - decay_start))
+        return 1.0 - (1.0 - floor) * progress
+
+    return cosine if name == "cosine" else wsd

@@ -1,0 +1,73 @@
+"""Optimizers and schedules (craft/optim.py): Muon's split of the parameters, the LR curves, a real run."""
+
+import math
+
+import pytest
+import torch
+from conftest import ALL_COMPONENTS, scalars, tiny_args
+
+from craft.cli import main
+from craft.errors import ConfigError
+from craft.model import GPT, GPTConfig
+from craft.optim import MuonAdamW, build_optimizer, lr_schedule
+
+
+def muon(model: torch.nn.Module) -> MuonAdamW:
+    return build_optimizer(model, "muon", 3e-3, 0.1, (0.9, 0.99), 0.01, 0.95, "match_rms_adamw")
+
+
+@pytest.mark.parametrize("fields", [{}, {"tie_head": False}, ALL_COMPONENTS], ids=["classic", "untied", "all"])
+def test_muon_and_adamw_groups_cover_every_parameter_exactly_once(fields):
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, d_model=32, n_layers=3, n_head=4, d_hid=64, **fields))
+    opt = muon(model)
+    grouped = [p for g in opt.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped})  # none twice
+    assert {id(p) for p in grouped} == {id(p) for p in model.parameters()}  # none left out
+    names = {id(p): n for n, p in model.named_parameters()}
+    on_muon = sorted(names[id(p)] for g in opt.muon.param_groups for p in g["params"])
+    mlp = ["mlp.fc.weight", "mlp.proj.weight"] if model.config.mlp != "swiglu" else ["mlp.gate_up.weight"]
+    expected = sorted(f"blocks.{i}.{m}" for i in range(3) for m in ["attn.qkv.weight", "attn.proj.weight", *mlp])
+    assert on_muon == expected  # the blocks' matrices; embeddings, value embeddings, head, norms on AdamW
+    decayed = {names[id(p)] for g in opt.adamw.param_groups if g["weight_decay"] for p in g["params"]}
+    assert decayed == ({"head.weight"} if not model.config.tie_head else set())
+
+
+def test_muon_adamw_steps_both_and_round_trips_its_state():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, d_model=32, n_layers=2, n_head=4, d_hid=64))
+    opt = muon(model)
+    x = torch.randint(0, 30, (4, 16))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(x, x)[1].backward()
+    opt.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())  # every parameter moved
+    state = opt.state_dict()
+    again = muon(model)
+    again.load_state_dict(state)
+    assert again.state_dict()["muon"]["state"].keys() == state["muon"]["state"].keys()
+    with pytest.raises(ConfigError, match="not Muon \\+ AdamW"):
+        again.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
+
+
+def test_schedules_warm_up_then_cosine_or_hold_and_decay():
+    total, warmup, floor = 100, 10, 0.1
+    cos = [lr_schedule("cosine", total, warmup, floor, 0.2)(s) for s in range(total)]
+    wsd = [lr_schedule("wsd", total, warmup, floor, 0.2)(s) for s in range(total)]
+    assert cos[:warmup] == wsd[:warmup] == [(s + 1) / 11 for s in range(warmup)]
+    assert cos[10] == 1.0 and math.isclose(cos[55], floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert wsd[10:80] == [1.0] * 70  # stable until the last 20% of the steps
+    assert wsd[80] == pytest.approx(1 - 0.9 / 20) and wsd[99] == pytest.approx(floor)  # linear to the floor
+    assert all(a > b for a, b in zip(wsd[80:-1], wsd[81:], strict=True))
+    with pytest.raises(ConfigError, match="unknown schedule 'linear'"):
+        lr_schedule("linear", total, warmup, floor, 0.2)
+
+
+def test_a_muon_run_trains_and_logs_both_learning_rates(corpus, tmp_path):
+    args = tiny_args(
+        corpus, tmp_path, "--model.optimizer", "muon", "--model.schedule", "wsd", "--trainer.max_steps", "12"
+    )
+    main(["fit", *args])
+    loss = scalars(tmp_path / "tiny", "train/loss_step")
+    assert loss[11] < loss[0]
+    muon_lr, adamw_lr = scalars(tmp_path / "tiny", "lr-MuonAdamW/pg1"), scalars(tmp_path / "tiny", "lr-MuonAdamW/pg2")
+    assert max(muon_lr.values()) == pytest.approx(0.01) and max(adamw_lr.values()) == pytest.approx(1e-3)
