@@ -22,7 +22,6 @@ import contextlib
 import functools
 import http.server
 import json
-import math
 import os
 import platform
 import shutil
@@ -47,6 +46,7 @@ from craft.generation import SamplingConfig, generate
 from craft.model.decode import compile_step
 from craft.module import LanguageModel
 from craft.runtime import ExportedModel
+from craft.scoring import bpc_onnx, bpc_torch, val_windows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,25 +91,6 @@ def interleaved_tokens_per_sec(contenders: dict, new_tokens: int, repeats: int) 
             fn()
             rates[name].append(new_tokens / (time.perf_counter() - start))
     return rates
-
-
-def bpc_torch(lm: LanguageModel, windows: np.ndarray, char_lengths: np.ndarray) -> float:
-    x, y = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
-    with torch.no_grad():
-        logits, _ = lm.model(x, all_logits=True)
-        nats = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-    return nats / char_lengths[windows[:, 1:]].sum() / math.log(2)
-
-
-def bpc_onnx(rt: ExportedModel, windows: np.ndarray, char_lengths: np.ndarray) -> float:
-    nats = 0.0
-    for w in windows:
-        logits, _ = rt.step(w[None, :-1], np.arange(len(w) - 1), rt.empty_cache(1))
-        z = logits[0].astype(np.float64)
-        z -= z.max(-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        nats -= logp[np.arange(len(w) - 1), w[1:]].sum()
-    return nats / char_lengths[windows[:, 1:]].sum() / math.log(2)
 
 
 # The child writes its own peak RSS (VmHWM) on exit: the rusage of a forked child also counts the
@@ -247,8 +228,7 @@ def main() -> None:
     )
     dm.setup("validate")
     val = np.asarray(dm.val_ids, dtype=np.int64)
-    n = min(args.val_windows or len(val), (len(val) - 1) // block)
-    windows = np.stack([val[i * block : i * block + block + 1] for i in range(n)])
+    windows = val_windows(val, block, args.val_windows)
     char_lengths = np.asarray(lm.tokenizer.token_char_lengths())
     notes: list[str] = []
 

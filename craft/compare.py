@@ -1,10 +1,15 @@
 """Compare configs at the same training budget: ``python -m craft.compare configs/compare/quickstart.yaml``.
 
-A comparison file names a base config, overlays per run, and a budget in training tokens. Each run
-is a real ``python -m craft fit`` (same corpus, same seed, validation on the whole held-out text at
-evenly spaced points); the results go to ``<out>/results.md`` (table, samples, plot) and
-``results.json``. Runs already finished are reused and interrupted ones resumed, so the command can
-be re-run after a stop and only does the missing work.
+A comparison file names a base config, overlays per run, and a budget in training tokens (and
+optionally a wall-clock cap in seconds). Each run is a real ``python -m craft fit`` (same corpus,
+validation at evenly spaced points), repeated over several seeds (default 3). Per config the
+results give params, tokens/s, the mean ± std of the final val bpc, the tokens and seconds at which
+it first reaches a target bpc (by default the baseline's mean), Welch's t-test p-value of its
+difference from the baseline, and the val bpc after int8 ONNX export. With ``lr_grid`` each config
+first runs its learning rates (``lr`` and ``muon_lr`` times each factor) on the first seed, and the
+best factor then runs on the other seeds. The results go to ``<out>/results.md`` (tables, samples,
+plot with seed bands) and ``results.json``. Runs already finished are reused and interrupted ones
+resumed, so a long study can be re-run after a stop and only does the missing work.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from craft.errors import CraftError
 @dataclass
 class Spec:
     base: list[str]
-    runs: dict[str, list[str]]
+    runs: dict[str, Any]  # name -> overlays, or {overlays: [...], tokens: N, args: [...]}
     tokens: int
     log_dir: str = "logs/compare"
     out: str = "docs"
@@ -37,14 +42,70 @@ class Spec:
     args: list[str] = field(default_factory=list)
     prompt: str = "The "
     sample_tokens: int = 200
+    seeds: int | list[int] = 3  # a count (1337, 1338, ...) or the seeds themselves
+    seconds: float | None = None  # a wall-clock cap per run, besides the token budget
+    baseline: str | None = None  # the run the others are tested against (default: the first)
+    target_bpc: float | str | None = "baseline"  # a bpc, or "baseline": the baseline's mean final bpc
+    lr_grid: list[float] = field(default_factory=lambda: [1.0])  # factors on lr and muon_lr
+    int8: bool = True  # also score each config's first seed after int8 ONNX export
+    int8_windows: int = 64  # validation windows for that score
 
     @classmethod
     def load(cls, path: Path) -> Spec:
         try:
             raw = yaml.safe_load(path.read_text())
-            return cls(**raw)
+            spec = cls(**raw)
         except (OSError, yaml.YAMLError, TypeError) as e:
             raise CraftError(f"cannot read comparison file {path}: {e}") from None
+        if spec.baseline is not None and spec.baseline not in spec.runs:
+            raise CraftError(f"baseline {spec.baseline!r} is not one of the runs {list(spec.runs)}")
+        if not spec.lr_grid or any(f <= 0 for f in spec.lr_grid):
+            raise CraftError(f"lr_grid must list positive factors, got {spec.lr_grid!r}")
+        return spec
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(1337, 1337 + self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def run(self, name: str) -> tuple[list[str], int, list[str]]:
+        """A run's overlays, token budget and extra arguments."""
+        r = self.runs[name]
+        if isinstance(r, dict):
+            return list(r.get("overlays", [])), int(r.get("tokens", self.tokens)), list(r.get("args", []))
+        return list(r), self.tokens, []
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (n - 1; 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances) of mean(a) = mean(b); None below 2 each."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return None if p != p else p  # nan when both samples have no spread
+
+
+def reach(curve: dict[str, list[float]], target: float) -> tuple[float, float] | None:
+    """(tokens, seconds) at which the val bpc curve first reaches ``target``, interpolated linearly
+    between evaluations; None if it never does."""
+    bpc, tokens, seconds = curve["val_bpc"], curve["tokens"], curve["seconds"]
+    for i, b in enumerate(bpc):
+        if b <= target:
+            if i == 0:
+                return tokens[0], seconds[0]
+            f = (bpc[i - 1] - target) / (bpc[i - 1] - b)
+            return (tokens[i - 1] + f * (tokens[i] - tokens[i - 1]), seconds[i - 1] + f * (seconds[i] - seconds[i - 1]))
+    return None
 
 
 def merged_config(files: list[str]) -> dict[str, Any]:
@@ -63,28 +124,32 @@ def merged_config(files: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_one(spec: Spec, name: str, configs: list[str], steps: int) -> dict[str, Any]:
-    run_dir = Path(spec.log_dir) / name
-    summary_file = run_dir / "summary.json"
-    if summary_file.exists() and json.loads(summary_file.read_text())["global_step"] >= steps:
-        print(f"craft.compare: {name}: finished earlier, reusing {summary_file}", flush=True)
+def run_one(spec: Spec, experiment: str, configs: list[str], steps: int, extra: list[str]) -> dict[str, Any]:
+    run_dir = Path(spec.log_dir) / experiment
+    summary_file, done_file = run_dir / "summary.json", run_dir / "compare_done.json"
+    plan = {"steps": steps, "seconds": spec.seconds, "args": extra}
+    if done_file.exists() and json.loads(done_file.read_text()) == plan and summary_file.exists():
+        print(f"craft.compare: {experiment}: finished earlier, reusing {summary_file}", flush=True)
     else:
         cmd = [sys.executable, "-m", "craft", "fit"]
         cmd += [a for c in configs for a in ("--config", c)]
-        cmd += ["--experiment", name, "--log_dir", spec.log_dir, "--trainer.max_steps", str(steps)]
+        cmd += ["--experiment", experiment, "--log_dir", spec.log_dir, "--trainer.max_steps", str(steps)]
         cmd += ["--trainer.max_epochs", "-1", "--trainer.val_check_interval", str(steps // spec.evals)]
         cmd += ["--trainer.check_val_every_n_epoch", "null", "--trainer.limit_val_batches", "1.0"]
-        cmd += spec.args
+        if spec.seconds:
+            cmd += ["--trainer.max_time", json.dumps({"seconds": spec.seconds})]
+        cmd += [*spec.args, *extra]
         if (run_dir / "checkpoints" / "last.ckpt").exists():
             cmd += ["--ckpt_path", "last"]
         print("craft.compare: " + " ".join(cmd[1:]), flush=True)
         if subprocess.run(cmd).returncode != 0:
-            raise CraftError(f"run {name!r} failed (see above); re-run the comparison to resume it")
+            raise CraftError(f"run {experiment!r} failed (see above); re-run the comparison to resume it")
+        done_file.write_text(json.dumps(plan) + "\n")
     summary = json.loads(summary_file.read_text())
     for key in ("last_checkpoint", "best_checkpoint"):  # relative: results.json is committed and shared
         if summary.get(key):
             summary[key] = os.path.relpath(summary[key])
-    return {"name": name, "configs": configs, "steps": steps, **summary}
+    return {"experiment": experiment, "configs": configs, "steps": steps, **summary}
 
 
 def sample(ckpt: str, spec: Spec) -> str:
@@ -92,6 +157,47 @@ def sample(ckpt: str, spec: Spec) -> str:
 
     lm = LanguageModel.load_from_checkpoint(ckpt, weights_only=True, map_location="cpu")
     return spec.prompt + lm.generate(spec.prompt, max_new_tokens=spec.sample_tokens, temperature=0.8, seed=0)
+
+
+def data_section(configs: list[str], args: list[str]) -> dict[str, Any]:
+    """The run's ``data:`` settings: its YAML files' section with the ``--data.*`` flags applied."""
+    data = dict(merged_config(configs).get("data", {}))
+    for flag, value in zip(args[::2], args[1::2], strict=False):
+        if flag.startswith("--data."):
+            data[flag.removeprefix("--data.")] = yaml.safe_load(value)
+    return data
+
+
+def int8_bpc(ckpt: str, data: dict[str, Any], windows: int) -> dict[str, float]:
+    """Val bpc of the checkpoint in PyTorch and after int8 ONNX export (craft.runtime), on the
+    first ``windows`` full validation windows of the run's own corpus and split (``data``)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from craft.data.datamodule import TextDataModule
+    from craft.data.tokenizers import Tokenizer
+    from craft.export import export
+    from craft.module import LanguageModel
+    from craft.runtime import ExportedModel
+    from craft.scoring import bpc_onnx, bpc_torch, val_windows
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    lm = LanguageModel.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    keep = ("path", "val_fraction", "seed", "builtin_corpus", "text_field", "separator", "val_chars")
+    dm = TextDataModule(
+        **{k: data[k] for k in keep if k in data},
+        block_size=lm.config.block_size,
+        tokenizer=Tokenizer.from_state(checkpoint["tokenizer"]),
+    )
+    dm.setup("validate")
+    w = val_windows(np.asarray(dm.val_ids, dtype=np.int64), lm.config.block_size, windows)
+    lengths = np.asarray(lm.tokenizer.token_char_lengths())
+    with tempfile.TemporaryDirectory() as tmp:
+        export(Path(ckpt), Path(tmp) / "onnx", int8=True)
+        rt = ExportedModel(Path(tmp) / "onnx", int8=True)
+        return {"torch": bpc_torch(lm, w, lengths), "int8": bpc_onnx(rt, w, lengths), "windows": len(w)}
 
 
 def val_curve(run_dir: Path, tokens_per_step: int) -> dict[str, list[float]]:
@@ -109,55 +215,175 @@ def val_curve(run_dir: Path, tokens_per_step: int) -> dict[str, list[float]]:
     }
 
 
-def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Val bpc against tokens and against seconds: each config's mean over seeds, with a band from
+    the lowest to the highest seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for r in results:
-        c = r["curve"]
-        by_tokens.plot([t / 1e6 for t in c["tokens"]], c["val_bpc"], marker="o", label=r["name"])
-        by_time.plot(c["seconds"], c["val_bpc"], marker="o", label=r["name"])
+    for c in configs:
+        curves = [r["curve"] for r in c["seeds"]]
+        n = min(len(k["val_bpc"]) for k in curves)
+        bpc = [[k["val_bpc"][i] for k in curves] for i in range(n)]
+        mean = [sum(b) / len(b) for b in bpc]
+        low, high = [min(b) for b in bpc], [max(b) for b in bpc]
+        tokens = [t / 1e6 for t in curves[0]["tokens"][:n]]
+        seconds = [sum(k["seconds"][i] for k in curves) / len(curves) for i in range(n)]
+        label = f"{c['name']} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        for ax, x in ((by_tokens, tokens), (by_time, seconds)):
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
+            if len(curves) > 1:
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
     by_tokens.set(xlabel="training tokens (millions)", ylabel="val bits per character", title=title)
     by_time.set(xlabel="training seconds (wall clock, this machine)", title="same runs against time")
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
-    by_tokens.legend()
+    by_tokens.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def markdown(spec: Spec, spec_path: Path, results: list[dict[str, Any]], machine: dict[str, str]) -> str:
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine: dict[str, str]) -> str:
+    seeds = spec.seed_list
     lines = [
         f"# {spec.title}",
         "",
         f"Made by `python -m craft.compare {spec_path}` ({machine['date']}; {machine['machine']}).",
-        f"Every run trains on {spec.tokens:,} tokens (same corpus, seed and schedule length) and is validated",
-        "on the whole held-out text, the same characters for every tokenizer, so `val bpc` (bits per",
-        "character) compares across tokenizers; `val loss` is per token and does not.",
+        f"Each config trains on its token budget ({spec.tokens:,} unless its row says otherwise)"
+        + (f", at most {spec.seconds:g} s each" if spec.seconds else "")
+        + f", with seeds {', '.join(map(str, seeds))}; val bpc (bits per character of the held-out text) compares",
+        "across tokenizers. `± std` is the sample standard deviation over seeds; `p` is Welch's t-test",
+        f"of the final val bpc against the baseline, **{configs[0]['baseline']}**. "
+        + (
+            f"The target is {configs[0]['target']:.4f} bpc "
+            f"({'the baseline mean' if spec.target_bpc == 'baseline' else 'given'}): "
+            "tokens and seconds to it are means over the seeds that reach it (interpolated between evaluations)."
+            if configs[0]["target"] is not None
+            else ""
+        ),
         "",
-        "| run | overlays | params | tokens/s | train s | val loss | val bpc | best val bpc (at tokens) "
-        "| sample (start) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| config | overlays | params | tokens | tokens/s | val bpc (mean ± std) | p vs baseline | tokens to target "
+        "| seconds to target | int8 ONNX val bpc (Δ) | lr factor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        overlays = ", ".join(Path(c).stem for c in r["configs"][len(spec.base) :]) or "(base)"
-        start = r["sample"][:60].replace("\n", "⏎").replace("|", "\\|")
-        c = r["curve"]
-        best = min(range(len(c["val_bpc"])), key=c["val_bpc"].__getitem__)
+    for c in configs:
+        t = c["to_target"]
+        reached = f" ({t['reached']}/{len(c['seeds'])})" if t["reached"] < len(c["seeds"]) else ""
+        int8 = c.get("int8")
+        int8_cell = f"{int8['int8']:.3f} ({int8['int8'] - int8['torch']:+.4f})" if int8 else "—"
         lines.append(
-            f"| {r['name']} | {overlays} | {r['params']:,} | {r['mean_tokens_per_sec']:,.0f} | "
-            f"{r['wall_seconds']:.0f} | {r['val_loss']:.3f} | {r['val_bpc']:.3f} | "
-            f"{c['val_bpc'][best]:.3f} ({c['tokens'][best] / 1e6:.2f}M) | `{start}` |"
+            f"| {c['name']} | {c['overlays'] or '(base)'} | {c['params']:,} | {c['tokens'] / 1e6:.2f}M | "
+            f"{c['tokens_per_sec']:,.0f} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | "
+            f"{'baseline' if c['name'] == c['baseline'] else fmt(c['p'], '.2g')} | "
+            f"{fmt(t['tokens'] and t['tokens'] / 1e6, '.2f')}{'M' if t['tokens'] else ''}{reached} | "
+            f"{fmt(t['seconds'], '.0f')} | {int8_cell} | {c['lr_factor']:g} |"
         )
+    grids = [c for c in configs if len(c["grid"]) > 1]
+    if grids:
+        lines += [
+            "",
+            f"LR grid, on seed {seeds[0]} (final val bpc per factor on lr and muon_lr; the best is used):",
+            "",
+        ]
+        lines += [
+            "| config | " + " | ".join(f"x{f:g}" for f in spec.lr_grid) + " |",
+            "|---|" + "---:|" * len(spec.lr_grid),
+        ]
+        for c in grids:
+            lines.append(f"| {c['name']} | " + " | ".join(fmt(c["grid"].get(str(f))) for f in spec.lr_grid) + " |")
     lines += ["", "![val bpc against training tokens and time](results.png)", "", "## Samples", ""]
-    lines += [f"Prompt `{spec.prompt!r}`, {spec.sample_tokens} new tokens, temperature 0.8, seed 0.", ""]
-    for r in results:
-        lines += [f"**{r['name']}**", "", "```text", r["sample"], "```", ""]
+    lines += [
+        f"Prompt `{spec.prompt!r}`, {spec.sample_tokens} new tokens, temperature 0.8, seed 0, first seed's model.",
+        "",
+    ]
+    for c in configs:
+        lines += [f"**{c['name']}**", "", "```text", c["sample"], "```", ""]
     return "\n".join(lines)
+
+
+def base_lrs(configs: list[str]) -> tuple[float, float]:
+    """The config's lr and muon_lr (LanguageModel's defaults where the YAML does not set them)."""
+    import inspect
+
+    from craft.module import LanguageModel
+
+    defaults = inspect.signature(LanguageModel.__init__).parameters
+    model = merged_config(configs).get("model", {})
+    return model.get("lr", defaults["lr"].default), model.get("muon_lr", defaults["muon_lr"].default)
+
+
+def run_config(spec: Spec, name: str) -> dict[str, Any]:
+    """Every run of one config: the LR grid on the first seed, then the best factor on the others."""
+    overlays, tokens, extra = spec.run(name)
+    configs = [*spec.base, *overlays]
+    for c in configs:
+        if not Path(c).is_file():
+            raise CraftError(f"run {name!r}: config {c} not found")
+    cfg = merged_config(configs)
+    data, trainer = cfg.get("data", {}), cfg.get("trainer", {})
+    tokens_per_step = data["batch_size"] * data["block_size"] * trainer.get("accumulate_grad_batches", 1)
+    steps = tokens // tokens_per_step // spec.evals * spec.evals
+    if steps < spec.evals:
+        raise CraftError(f"tokens={tokens} is less than {spec.evals} steps of {tokens_per_step} tokens")
+    lr, muon_lr = base_lrs(configs)
+    seeds = spec.seed_list
+
+    def one(seed: int, factor: float) -> dict[str, Any]:
+        experiment = f"{name}-s{seed}" + (f"-lr{factor:g}" if len(spec.lr_grid) > 1 else "")
+        args = ["--seed_everything", str(seed), *extra]
+        if factor != 1.0:
+            args += ["--model.lr", f"{lr * factor:.6g}", "--model.muon_lr", f"{muon_lr * factor:.6g}"]
+        r = run_one(spec, experiment, configs, steps, args)
+        r["seed"], r["lr_factor"] = seed, factor
+        r["data"] = data_section(configs, [*spec.args, *args])
+        r["curve"] = val_curve(Path(spec.log_dir) / experiment, tokens_per_step)
+        return r
+
+    grid = {f: one(seeds[0], f) for f in spec.lr_grid}
+    best = min(spec.lr_grid, key=lambda f: grid[f]["val_bpc"])
+    runs = [grid[best], *(one(seed, best) for seed in seeds[1:])]
+    return {
+        "name": name,
+        "overlays": ", ".join(Path(c).stem for c in overlays),
+        "configs": configs,
+        "tokens": steps * tokens_per_step,
+        "params": runs[0]["params"],
+        "lr_factor": best,
+        "lr": lr * best,
+        "muon_lr": muon_lr * best,
+        "grid": {str(f): grid[f]["val_bpc"] for f in spec.lr_grid},
+        "seeds": runs,
+    }
+
+
+def summarize(spec: Spec, configs: list[dict[str, Any]]) -> None:
+    """Add each config's statistics against the baseline, in place."""
+    baseline = next(c for c in configs if c["name"] == (spec.baseline or configs[0]["name"]))
+    base_bpc = [r["val_bpc"] for r in baseline["seeds"]]
+    target = spec.target_bpc
+    if target == "baseline":
+        target = mean_std(base_bpc)[0]
+    for c in configs:
+        bpc = [r["val_bpc"] for r in c["seeds"]]
+        c["bpc_mean"], c["bpc_std"] = mean_std(bpc)
+        c["tokens_per_sec"] = mean_std([r["mean_tokens_per_sec"] or 0.0 for r in c["seeds"]])[0]
+        c["baseline"], c["target"] = baseline["name"], target
+        c["p"] = None if c is baseline else welch_p(bpc, base_bpc)
+        hits = [h for r in c["seeds"] if target is not None and (h := reach(r["curve"], target)) is not None]
+        c["to_target"] = {
+            "reached": len(hits),
+            "tokens": mean_std([h[0] for h in hits])[0] if hits else None,
+            "seconds": mean_std([h[1] for h in hits])[0] if hits else None,
+            "per_seed": hits,
+        }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,35 +392,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         spec = Spec.load(args.spec)
-        results = []
         started = time.strftime("%Y-%m-%d")
-        for name, overlays in spec.runs.items():
-            configs = [*spec.base, *overlays]
-            for c in configs:
-                if not Path(c).is_file():
-                    raise CraftError(f"run {name!r}: config {c} not found")
-            cfg = merged_config(configs)
-            data, trainer = cfg.get("data", {}), cfg.get("trainer", {})
-            tokens_per_step = data["batch_size"] * data["block_size"] * trainer.get("accumulate_grad_batches", 1)
-            steps = spec.tokens // tokens_per_step // spec.evals * spec.evals
-            if steps < spec.evals:
-                raise CraftError(f"tokens={spec.tokens} is less than {spec.evals} steps of {tokens_per_step} tokens")
-            r = run_one(spec, name, configs, steps)
-            r["curve"] = val_curve(Path(spec.log_dir) / name, tokens_per_step)
-            r["sample"] = sample(r["last_checkpoint"], spec)
-            results.append(r)
+        configs = [run_config(spec, name) for name in spec.runs]
+        summarize(spec, configs)
+        for c in configs:
+            first = c["seeds"][0]
+            c["sample"] = sample(first["last_checkpoint"], spec)
+            if spec.int8:
+                c["int8"] = int8_bpc(first["last_checkpoint"], first["data"], spec.int8_windows)
         out = Path(spec.out)
         out.mkdir(parents=True, exist_ok=True)
         import torch
 
+        from craft.data.corpus import stdlib_version
+
         machine = {
             "date": started,
             "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, "
-            f"Python {platform.python_version()}",
+            f"Python {platform.python_version()} (the stdlib corpus is {stdlib_version()}'s)",
         }
-        plot(results, out / "results.png", spec.title)
-        (out / "results.json").write_text(json.dumps({"machine": machine, "runs": results}, indent=2) + "\n")
-        (out / "results.md").write_text(markdown(spec, args.spec, results, machine) + "\n")
+        plot(configs, out / "results.png", spec.title)
+        (out / "results.json").write_text(json.dumps({"machine": machine, "configs": configs}, indent=2) + "\n")
+        (out / "results.md").write_text(markdown(spec, args.spec, configs, machine) + "\n")
         print(f"craft.compare: wrote {out / 'results.md'}, results.json and results.png")
     except CraftError as e:
         print(f"craft.compare: error: {e}", file=sys.stderr)

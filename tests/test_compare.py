@@ -1,6 +1,7 @@
 """python -m craft.compare: real runs, a table and a plot, and a rerun that reuses finished work."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -8,12 +9,47 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from craft.compare import mean_std, reach, welch_p
 from tests.conftest import ROOT, TINY_MODEL
 
-pytestmark = pytest.mark.slow  # several full runs
+
+def t_two_sided(t: float, df: float) -> float:
+    """2 * P(T > |t|) for Student's t with ``df`` degrees of freedom, by Simpson's rule on the
+    density (independent of scipy): P(T > t) = 1/2 - integral of the density from 0 to t."""
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    n, t = 20_000, abs(t)
+    f = [c * (1 + (t * i / n) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+    area = t / n / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    return 2 * (0.5 - area)
 
 
-def test_compare_writes_table_plot_and_reuses_finished_runs(corpus, tmp_path):
+def test_statistics_on_fixed_numbers():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([2.5]) == (2.5, 0.0)
+    # Equal spreads: t = (2 - 5) / sqrt(1/3 + 1/3) = -3.674, df = 4 -> p = 0.0213.
+    assert welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.021312, abs=1e-6)
+    assert t_two_sided(-3 / math.sqrt(2 / 3), 4) == pytest.approx(0.021312, abs=1e-6)
+    # Unequal spreads (the Welch case): means 2.12 and 2.05, variances 0.0004 and 0.0025, n = 3 each:
+    # se^2 = 0.0029 / 3, t = 0.07 / sqrt(se^2) = 2.2514, df = se^4 / ((0.0004/3)^2/2 + (0.0025/3)^2/2) = 2.624.
+    a, b = [2.10, 2.12, 2.14], [2.00, 2.05, 2.10]
+    se2 = 0.0029 / 3
+    t, df = 0.07 / math.sqrt(se2), se2**2 / ((0.0004 / 3) ** 2 / 2 + (0.0025 / 3) ** 2 / 2)
+    assert t == pytest.approx(2.2514, abs=1e-4) and df == pytest.approx(2.624, abs=1e-3)
+    assert welch_p(a, b) == pytest.approx(t_two_sided(t, df), abs=1e-5)
+    assert 0.1 < welch_p(a, b) < 0.15  # three seeds each: a 0.07 bpc gap is not yet significant here
+    assert welch_p([1.0], [2.0, 3.0]) is None  # one seed has no spread to test against
+
+
+def test_reach_interpolates_between_evaluations():
+    curve = {"tokens": [100, 200, 300], "seconds": [10.0, 20.0, 30.0], "val_bpc": [3.0, 2.0, 1.5]}
+    assert reach(curve, 2.5) == (150.0, 15.0)
+    assert reach(curve, 1.5) == (300.0, 30.0)
+    assert reach(curve, 3.5) == (100, 10.0)
+    assert reach(curve, 1.0) is None
+
+
+@pytest.mark.slow  # several full runs
+def test_compare_runs_seeds_and_an_lr_grid_writes_statistics_and_reuses_finished_runs(corpus, tmp_path):
     base = tmp_path / "tiny.yaml"
     flags = dict(zip(TINY_MODEL[::2], TINY_MODEL[1::2], strict=True))
     base.write_text(
@@ -33,6 +69,9 @@ def test_compare_writes_table_plot_and_reuses_finished_runs(corpus, tmp_path):
                 "base": [str(base)],
                 "tokens": 16 * 8 * 12,  # 12 steps
                 "evals": 3,
+                "seeds": [5, 6],
+                "lr_grid": [0.5, 2.0],
+                "int8_windows": 8,
                 "log_dir": str(tmp_path / "logs"),
                 "out": str(tmp_path / "out"),
                 "sample_tokens": 10,
@@ -42,25 +81,40 @@ def test_compare_writes_table_plot_and_reuses_finished_runs(corpus, tmp_path):
         )
     )
     cmd = [sys.executable, "-m", "craft.compare", str(spec)]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
-    assert [r["name"] for r in results] == ["char", "bpe"]
-    for r in results:
-        assert r["global_step"] == 12
-        acc = EventAccumulator(str(tmp_path / "logs" / r["name"]))
-        acc.Reload()
-        bpc = acc.Scalars("val/bpc")
-        assert [e.step for e in bpc] == [3, 7, 11]  # evenly spaced: after steps 4, 8, 12 (logged 0-based)
-        assert r["curve"]["tokens"] == [4 * 128, 8 * 128, 12 * 128]
-        assert r["curve"]["val_bpc"] == [e.value for e in bpc]
-        assert abs(r["val_bpc"] - bpc[-1].value) < 1e-3
-        assert r["sample"].startswith("The ")
+    configs = json.loads((tmp_path / "out" / "results.json").read_text())["configs"]
+    assert [c["name"] for c in configs] == ["char", "bpe"]
+    for c in configs:
+        # The grid ran on the first seed; the better factor ran on the second.
+        assert set(c["grid"]) == {"0.5", "2.0"} and c["grid"][str(c["lr_factor"])] == min(c["grid"].values())
+        assert [r["seed"] for r in c["seeds"]] == [5, 6] and {r["lr_factor"] for r in c["seeds"]} == {c["lr_factor"]}
+        assert c["lr"] == pytest.approx(1e-3 * c["lr_factor"])
+        for r in c["seeds"]:
+            assert r["global_step"] == 12
+            acc = EventAccumulator(str(tmp_path / "logs" / r["experiment"]))
+            acc.Reload()
+            bpc = acc.Scalars("val/bpc")
+            assert [e.step for e in bpc] == [3, 7, 11]  # evenly spaced: after steps 4, 8, 12 (logged 0-based)
+            assert r["curve"]["tokens"] == [4 * 128, 8 * 128, 12 * 128]
+            assert r["curve"]["val_bpc"] == [e.value for e in bpc]
+            assert abs(r["val_bpc"] - bpc[-1].value) < 1e-3
+        finals = [r["val_bpc"] for r in c["seeds"]]
+        assert c["bpc_mean"] == pytest.approx(sum(finals) / 2)
+        assert c["bpc_std"] == pytest.approx(abs(finals[0] - finals[1]) / math.sqrt(2))
+        assert c["sample"].startswith("The ")
+        assert abs(c["int8"]["int8"] - c["int8"]["torch"]) < 0.05 and c["int8"]["windows"] == 8
+    char, bpe = configs
+    assert char["p"] is None and bpe["p"] == pytest.approx(
+        welch_p([r["val_bpc"] for r in bpe["seeds"]], [r["val_bpc"] for r in char["seeds"]])
+    )
+    assert char["target"] == pytest.approx(char["bpc_mean"])  # default target: the baseline's mean
     table = (tmp_path / "out" / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| char ") or line.startswith("| bpe ")]
-    assert len(rows) == 2 and f"{results[1]['val_bpc']:.3f}" in rows[1]
+    assert len(rows) == 4  # the results table and the LR grid table
+    assert f"{bpe['bpc_mean']:.4f} ± {bpe['bpc_std']:.4f}" in rows[1]
     assert (tmp_path / "out" / "results.png").read_bytes()[:4] == b"\x89PNG"
 
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("finished earlier, reusing") == 2
+    assert again.stdout.count("finished earlier, reusing") == 6  # 2 configs x (2 grid points + 1 seed)
