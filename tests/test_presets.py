@@ -106,3 +106,38 @@ def resolved(*configs: str):
 def test_named_config_is_got_char_plus_its_overlay(name, overlay):
     """The names users type stay, but cannot drift from got_char.yaml and the preset they stand for."""
     assert resolved(f"configs/{name}.yaml") == resolved("configs/got_char.yaml", f"configs/presets/{overlay}.yaml")
+
+
+RECIPE_FIELDS = [
+    "norm",
+    "mlp",
+    "positions",
+    "bias",
+    "qk_norm",
+    "tie_head",
+    "softcap",
+    "zero_init",
+    "value_embeds",
+    "scalars",
+    "optimizer",
+    "schedule",
+]
+
+
+@pytest.mark.parametrize("recipe", ["classic", "modern", "speedrun"])
+def test_a_recipe_overlay_means_the_same_on_any_base(recipe):
+    """Stacked on any config, even one that chose another recipe first, a recipe overlay resolves to
+    exactly its own fields: it sets everything it depends on."""
+    import yaml
+
+    overlay = f"configs/presets/{recipe}.yaml"
+    own = yaml.safe_load((ROOT / overlay).read_text())["model"]
+    assert set(RECIPE_FIELDS) <= set(own)
+    other = "classic" if recipe == "speedrun" else "speedrun"
+    for base in (
+        ["configs/quickstart.yaml"],
+        ["configs/got_char.yaml"],
+        ["configs/got_char.yaml", f"configs/presets/{other}.yaml"],
+    ):
+        config = resolved(*base, overlay)
+        assert {f: config[f"model.{f}"] for f in own} == own, base
