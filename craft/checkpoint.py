@@ -162,12 +162,12 @@ def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
     if subcommand == "fit":
         wrong = [
             f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
-            for f in ARCHITECTURE_FIELDS
+            for f in (*ARCHITECTURE_FIELDS, "optimizer")  # the optimizer's state must fit it too
             if f != "vocab_size" and f in hparams and cfg.model.get(f) != hparams[f]
         ]
         if wrong:
             raise CraftError(
-                f"cannot resume from {path}: its architecture differs from the config ({'; '.join(wrong)}); "
+                f"cannot resume from {path}: its network or optimizer differs from the config ({'; '.join(wrong)}); "
                 "use the run's original config"
             )
         note(f"resuming {cfg.experiment!r} from {path} at global step {used.step}")

@@ -176,6 +176,25 @@ CASES = [
     ),
     Case(
         "config",
+        "unknown optimizer",
+        lambda d: fit("--data.path", str(corpus(d)), "--model.optimizer", "sgd"),
+        "unknown optimizer 'sgd': use one of ['adamw', 'muon']",
+    ),
+    Case(
+        "config",
+        "negative softcap",
+        lambda d: fit("--data.path", str(corpus(d)), "--model.softcap", "-1"),
+        "softcap must be a number >= 0 (0: off), got -1.0",
+    ),
+    Case(
+        "resume",
+        "AdamW checkpoint resumed with Muon",
+        lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last", "--model.optimizer", "muon"),
+        "model.optimizer: checkpoint adamw vs config muon",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "config",
         "val_fraction outside (0, 1)",
         lambda d: fit("--data.path", str(corpus(d)), "--data.val_fraction", "1.5"),
         "val_fraction must be in (0, 1)",
