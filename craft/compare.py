@@ -33,7 +33,7 @@ from craft.errors import CraftError
 @dataclass
 class Spec:
     base: list[str]
-    runs: dict[str, Any]  # name -> overlays, or {overlays: [...], tokens: N, args: [...]}
+    runs: dict[str, Any]  # name -> overlays, or {overlays: [...], tokens: N, args: [...], seeds: [...]}
     tokens: int
     log_dir: str = "logs/compare"
     out: str = "docs"
@@ -259,8 +259,9 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
         f"Made by `python -m craft.compare {spec_path}` ({machine['date']}; {machine['machine']}).",
         f"Each config trains on its token budget ({spec.tokens:,} unless its row says otherwise)"
         + (f", at most {spec.seconds:g} s each" if spec.seconds else "")
-        + f", with seeds {', '.join(map(str, seeds))}; val bpc (bits per character of the held-out text) compares",
-        "across tokenizers. `± std` is the sample standard deviation over seeds; `p` is Welch's t-test",
+        + f", with seeds {', '.join(map(str, seeds))} (unless a run names its own).",
+        "Val bpc (bits per character of the held-out text) compares across tokenizers. `± std` is the",
+        "sample standard deviation over seeds; `p` is Welch's t-test",
         f"of the final val bpc against the baseline, **{configs[0]['baseline']}**. "
         + (
             f"The target is {configs[0]['target']:.4f} bpc "
@@ -270,9 +271,9 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
             else ""
         ),
         "",
-        "| config | overlays | params | tokens | tokens/s | val bpc (mean ± std) | p vs baseline | tokens to target "
-        "| seconds to target | int8 ONNX val bpc (Δ) | lr factor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | overlays | params | tokens | seeds | tokens/s | val bpc (mean ± std) | p vs baseline "
+        "| tokens to target | seconds to target | int8 ONNX val bpc (Δ) | lr factor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in configs:
         t = c["to_target"]
@@ -281,7 +282,7 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
         int8_cell = f"{int8['int8']:.3f} ({int8['int8'] - int8['torch']:+.4f})" if int8 else "—"
         lines.append(
             f"| {c['name']} | {c['overlays'] or '(base)'} | {c['params']:,} | {c['tokens'] / 1e6:.2f}M | "
-            f"{c['tokens_per_sec']:,.0f} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | "
+            f"{len(c['seeds'])} | {c['tokens_per_sec']:,.0f} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | "
             f"{'baseline' if c['name'] == c['baseline'] else fmt(c['p'], '.2g')} | "
             f"{fmt(t['tokens'] and t['tokens'] / 1e6, '.2f')}{'M' if t['tokens'] else ''}{reached} | "
             f"{fmt(t['seconds'], '.0f')} | {int8_cell} | {c['lr_factor']:g} |"
@@ -334,7 +335,8 @@ def run_config(spec: Spec, name: str) -> dict[str, Any]:
     if steps < spec.evals:
         raise CraftError(f"tokens={tokens} is less than {spec.evals} steps of {tokens_per_step} tokens")
     lr, muon_lr = base_lrs(configs)
-    seeds = spec.seed_list
+    own = spec.runs[name].get("seeds") if isinstance(spec.runs[name], dict) else None
+    seeds = spec.seed_list if own is None else list(own)
 
     def one(seed: int, factor: float) -> dict[str, Any]:
         experiment = f"{name}-s{seed}" + (f"-lr{factor:g}" if len(spec.lr_grid) > 1 else "")

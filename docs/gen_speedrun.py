@@ -21,6 +21,7 @@ from craft.compare import welch_p  # noqa: E402
 
 DOCS = ROOT / "docs"
 P = 0.05
+SPEC = "configs/compare/speedrun_first.yaml"  # what wrote docs/speedrun/results.json; speedrun.yaml once complete
 
 
 def load(name: str) -> list[dict] | None:
@@ -55,7 +56,7 @@ def records(configs: list[dict]) -> list[str]:
         seconds = f"{t['seconds']:.0f}" if t["seconds"] else "—"
         seconds_share = f" ({t['seconds'] / base_seconds:.0%})" if t["seconds"] else ""
         p = "baseline" if c is base else cell(c["p"], ".2g")
-        command = "`python -m craft.compare configs/compare/speedrun.yaml`"
+        command = f"`python -m craft.compare {SPEC}`"
         out.append(
             f"| {c['name']} | {c['overlays']} | {c['params']:,} | {c['tokens'] / 1e6:.2f}M | {tokens}{share} | "
             f"{seconds}{seconds_share} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | {p} | {command} |"
