@@ -239,21 +239,26 @@ def test_cached_generation_runs_under_bf16_autocast():
     assert out.shape == (2, 23) and int(out.max()) < 20
 
 
-def test_relu_squared_mlp_has_gelus_parameters_and_trains():
-    """mlp: relu2 (Primer's ReLU(x)^2, used by modded-nanogpt and nanochat) at GeluMLP's exact count."""
-    shape = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
-    assert GPT(GPTConfig(**shape, mlp="relu2")).num_params() == GPT(GPTConfig(**shape)).num_params()
-    torch.manual_seed(0)
-    m = tiny(mlp="relu2").train()
-    x = torch.randint(0, 20, (8, 16))
+def train_losses(m: GPT, steps: int = 30) -> list[float]:
+    """AdamW steps on one fixed random batch (the same batch for every model): the losses."""
+    x = torch.randint(0, 20, (8, 16), generator=torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(steps):
         _, loss = m(x[:, :-1], x[:, 1:])
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_relu_squared_mlp_has_gelus_parameters_and_trains():
+    """mlp: relu2 (Primer's ReLU(x)^2, used by modded-nanogpt and nanochat) at GeluMLP's exact count."""
+    shape = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512)
+    assert GPT(GPTConfig(**shape, mlp="relu2")).num_params() == GPT(GPTConfig(**shape)).num_params()
+    m = tiny(mlp="relu2").train()
+    losses = train_losses(m)
     assert losses[-1] < 0.7 * losses[0]
     assert "ReluSquaredMLP" in {type(mod).__name__ for mod in m.modules()}
 
@@ -291,17 +296,7 @@ def test_each_component_adds_exactly_its_parameters(component, added):
 
 @pytest.mark.parametrize("component", [*COMPONENTS, ALL_COMPONENTS], ids=variant_id)
 def test_each_component_trains(component):
-    torch.manual_seed(0)
-    m = tiny(**component).train()
-    x = torch.randint(0, 20, (8, 16))
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        _, loss = m(x[:, :-1], x[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(tiny(**component).train())
     assert losses[-1] < 0.8 * losses[0]
 
 
