@@ -103,8 +103,12 @@ def test_unfusable_head_size_writes_the_cache_with_one_scatter_each(tmp_path):
 
 @pytest.mark.parametrize(
     "mlp, norm, components",
-    [("swiglu", "rmsnorm", {}), ("relu2", "rmsnorm_free", ALL_COMPONENTS)],
-    ids=["swiglu-rmsnorm", "relu2-rmsnorm_free-all-components"],
+    [
+        pytest.param("swiglu", "rmsnorm", {}, id="swiglu-rmsnorm"),
+        pytest.param(
+            "relu2", "rmsnorm_free", ALL_COMPONENTS, id="relu2-rmsnorm_free-all-components", marks=pytest.mark.slow
+        ),
+    ],
 )
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "masked"])
 def test_every_architecture_switch_exports_with_parity(tmp_path, fused, mlp, norm, components):

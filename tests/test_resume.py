@@ -20,8 +20,11 @@ MUON_AND_COMPONENTS = [
 
 @pytest.mark.parametrize(
     "windows_per_epoch, recipe",
-    [(None, []), (48, []), (None, MUON_AND_COMPONENTS)],  # 48 windows = 6 batches: resume crosses epochs
-    ids=["adamw", "adamw-across-epochs", "muon-wsd-components"],
+    [
+        pytest.param(None, [], id="adamw"),
+        pytest.param(48, [], id="adamw-across-epochs"),  # 48 windows = 6 batches: resume crosses epochs
+        pytest.param(None, MUON_AND_COMPONENTS, id="muon-wsd-components", marks=pytest.mark.slow),
+    ],
 )
 def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, windows_per_epoch, recipe):
     extra = ["--model.dropout", "0.1", "--samples.every_n_steps", "3", "--trainer.max_steps", "14"]
