@@ -127,7 +127,8 @@ def merged_config(files: list[str]) -> dict[str, Any]:
 def run_one(spec: Spec, experiment: str, configs: list[str], steps: int, extra: list[str]) -> dict[str, Any]:
     run_dir = Path(spec.log_dir) / experiment
     summary_file, done_file = run_dir / "summary.json", run_dir / "compare_done.json"
-    plan = {"steps": steps, "seconds": spec.seconds, "args": extra}
+    # What the run is: a finished run is reused only if its whole config and arguments are the same.
+    plan = {"steps": steps, "seconds": spec.seconds, "args": [*spec.args, *extra], "config": merged_config(configs)}
     if done_file.exists() and json.loads(done_file.read_text()) == plan and summary_file.exists():
         print(f"craft.compare: {experiment}: finished earlier, reusing {summary_file}", flush=True)
     else:
@@ -247,6 +248,13 @@ def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def bpc_cell(c: dict[str, Any]) -> str:
+    """A config's final val bpc: mean ± std over its seeds, or the one value where it has one seed."""
+    if len(c["seeds"]) < 2:
+        return f"{c['bpc_mean']:.4f} (1 seed)"
+    return f"{c['bpc_mean']:.4f} ± {c['bpc_std']:.4f}"
+
+
 def fmt(value: float | None, spec: str = ".3f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -282,7 +290,7 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
         int8_cell = f"{int8['int8']:.3f} ({int8['int8'] - int8['torch']:+.4f})" if int8 else "—"
         lines.append(
             f"| {c['name']} | {c['overlays'] or '(base)'} | {c['params']:,} | {c['tokens'] / 1e6:.2f}M | "
-            f"{len(c['seeds'])} | {c['tokens_per_sec']:,.0f} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | "
+            f"{len(c['seeds'])} | {c['tokens_per_sec']:,.0f} | {bpc_cell(c)} | "
             f"{'baseline' if c['name'] == c['baseline'] else fmt(c['p'], '.2g')} | "
             f"{fmt(t['tokens'] and t['tokens'] / 1e6, '.2f')}{'M' if t['tokens'] else ''}{reached} | "
             f"{fmt(t['seconds'], '.0f')} | {int8_cell} | {c['lr_factor']:g} |"

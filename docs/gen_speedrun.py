@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from craft.compare import welch_p  # noqa: E402
+from craft.compare import bpc_cell, welch_p  # noqa: E402
 
 DOCS = ROOT / "docs"
 P = 0.05
@@ -59,7 +59,7 @@ def records(configs: list[dict]) -> list[str]:
         command = f"`python -m craft.compare {SPEC}`"
         out.append(
             f"| {c['name']} | {c['overlays']} | {c['params']:,} | {c['tokens'] / 1e6:.2f}M | {tokens}{share} | "
-            f"{seconds}{seconds_share} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | {p} | {command} |"
+            f"{seconds}{seconds_share} | {bpc_cell(c)} | {p} | {command} |"
         )
     return out
 
@@ -94,16 +94,13 @@ def ablations(configs: list[dict] | None) -> list[str]:
     ]
     for c in configs:
         if c["name"] in ("modern", "speedrun"):
-            out.append(f"| {c['name']} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | | | | |")
+            out.append(f"| {c['name']} | {bpc_cell(c)} | | | | |")
             continue
         removed = c["name"].startswith("remove_")
         against = best if removed else modern
         p, v = verdict(c, against, removed)
         d = c["bpc_mean"] - against["bpc_mean"]
-        out.append(
-            f"| {c['name']} | {c['bpc_mean']:.4f} ± {c['bpc_std']:.4f} | {d:+.4f} | {against['name']} | "
-            f"{cell(p, '.2g')} | {v} |"
-        )
+        out.append(f"| {c['name']} | {bpc_cell(c)} | {d:+.4f} | {against['name']} | {cell(p, '.2g')} | {v} |")
     return out
 
 
