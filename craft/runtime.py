@@ -78,13 +78,18 @@ def sample_next(
     """One token per row of ``logits`` (B, V) -> (B, 1); the same rules as craft.generation.sample_next."""
     if temperature < GREEDY_BELOW:
         return logits.argmax(axis=-1)[:, None]
-    probs = softmax(filter_logits(logits, temperature, top_k, top_p))
-    return np.array([[rng.choice(probs.shape[-1], p=row)] for row in probs])
+    # The token where the cumulative mass first exceeds a uniform draw, as the --web page's loop
+    # graph draws (unnormalized: the draw is scaled to the total); a draw that rounds up to the
+    # total takes the last kept token, never a dropped one.
+    cdf = np.cumsum(np.exp(filter_logits(logits, temperature, top_k, top_p)), axis=-1)
+    u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
+    last_kept = (cdf < cdf[:, -1:]).sum(axis=-1, keepdims=True)
+    return np.minimum((cdf <= u).sum(axis=-1, keepdims=True), last_kept)
 
 
 def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float) -> np.ndarray:
     """Logits (B, V) scaled by the temperature, tokens outside top-k / top-p at -inf (as craft.generation)."""
-    logits = (logits - logits.max(axis=-1, keepdims=True)).astype(np.float64) / temperature
+    logits = (logits - logits.max(axis=-1, keepdims=True)) / np.float64(temperature)
     V = logits.shape[-1]
     if top_k is not None and top_k < V:
         kth = np.sort(logits, axis=-1)[:, [V - top_k]]

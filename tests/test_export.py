@@ -221,6 +221,18 @@ def test_sampling_rules_match_pytorch(temperature, top_k, top_p):
     assert greedy[:, 0].tolist() == logits.argmax(-1).tolist()
 
 
+def test_runtime_draws_follow_the_filtered_distribution():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 1e-3]] * 4000, dtype=np.float32))
+    drawn = np_sample_next(logits, 1.0, 4, 1.0, np.random.default_rng(0))[:, 0]
+    freq = np.bincount(drawn, minlength=5) / drawn.size
+    expected = np.array([0.5, 0.3, 0.15, 0.05, 0.0]) / 0.999 * np.array([1, 1, 1, 1, 0])
+    assert np.abs(freq - expected).max() < 0.025  # 4,000 draws: ~3 standard errors of the largest share
+    assert freq[4] == 0  # outside top-k: never drawn
+    # A uniform at the very top of the mass takes the last kept token, not a dropped one.
+    top = type("Top", (), {"random": lambda self, shape: np.full(shape, 1 - 2**-53)})()
+    assert np_sample_next(logits[:1], 1.0, 4, 1.0, top).tolist() == [[3]]
+
+
 @pytest.mark.slow
 def test_export_refuses_a_non_empty_folder_and_leaves_it_alone(exported, tmp_path):
     out, _, manifest, _ = exported
