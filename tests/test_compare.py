@@ -9,7 +9,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from craft.compare import mean_std, reach, welch_p
+from craft.compare import Spec, mean_std, merged_config, reach, welch_p
 from tests.conftest import ROOT, TINY_MODEL
 
 
@@ -38,6 +38,18 @@ def test_statistics_on_fixed_numbers():
     assert welch_p(a, b) == pytest.approx(t_two_sided(t, df), abs=1e-5)
     assert 0.1 < welch_p(a, b) < 0.15  # three seeds each: a 0.07 bpc gap is not yet significant here
     assert welch_p([1.0], [2.0, 3.0]) is None  # one seed has no spread to test against
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "compare").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_comparison_names_real_configs_and_whole_evaluations(path):
+    spec = Spec.load(path)
+    for name in spec.runs:
+        overlays, tokens, _ = spec.run(name)
+        configs = [*spec.base, *overlays]
+        missing = [c for c in configs if not (ROOT / c).is_file()]
+        assert not missing, f"{path.name}: run {name!r} names missing configs {missing}"
+        data = merged_config([str(ROOT / c) for c in configs])["data"]
+        assert tokens // (data["batch_size"] * data["block_size"]) >= spec.evals, f"{path.name}: {name!r}"
 
 
 def test_reach_interpolates_between_evaluations():
