@@ -6,6 +6,12 @@
   as modded-nanogpt and nanochat do. Muon is only for hidden matrices: an embedding is a lookup
   table and the head maps to a distribution, and both do better with Adam.
 
+  On CPU, torch's Newton-Schulz iteration runs in bfloat16, and a CPU without bf16 units runs its
+  bf16 ``addmm`` about 50x slower than float32 (13 ms against 0.27 ms for one 128x128 by 128x512
+  here): Muon's step alone cost 0.9 s per quickstart step, 3.7x the whole AdamW step. On CPU,
+  ``MuonAdamW`` therefore runs torch's own Muon step with the same iteration (torch's coefficients,
+  steps and eps) in float32 (``newton_schulz_fp32``); elsewhere torch's runs unchanged.
+
 Schedules (a multiplier of each group's peak LR, per step): ``cosine`` (linear warmup, cosine decay
 to ``min_lr``) and ``wsd`` (warmup-stable-decay: linear warmup, flat at the peak, then a linear
 decay to ``min_lr`` over the last ``decay_fraction`` of the steps; Hägele et al., 2024).
@@ -13,11 +19,13 @@ decay to ``min_lr`` over the last ``decay_fraction`` of the steps; Hägele et al
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
+import torch.optim._muon as torch_muon
 
 from craft.errors import ConfigError
 
@@ -39,6 +47,33 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def newton_schulz_fp32(
+    grad: torch.Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float
+) -> torch.Tensor:
+    """torch.optim.Muon's orthogonalization (``torch.optim._muon._zeropower_via_newtonschulz``:
+    the same quintic iteration and arguments) in float32 instead of bfloat16, for CPUs."""
+    a, b, c = ns_coefficients
+    x = grad.float()
+    tall = grad.size(0) > grad.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+@contextlib.contextmanager
+def float32_newton_schulz() -> Iterator[None]:
+    original = torch_muon._zeropower_via_newtonschulz
+    torch_muon._zeropower_via_newtonschulz = newton_schulz_fp32
+    try:
+        yield
+    finally:
+        torch_muon._zeropower_via_newtonschulz = original
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """``torch.optim.Muon`` and ``torch.optim.AdamW`` stepped as one optimizer, so Lightning's
     automatic optimization, gradient clipping, LR schedulers and checkpoints see one object.
@@ -57,7 +92,9 @@ class MuonAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.muon.step()
+        on_cpu = all(p.device.type == "cpu" for g in self.muon.param_groups for p in g["params"])
+        with float32_newton_schulz() if on_cpu else contextlib.nullcontext():
+            self.muon.step()
         self.adamw.step()
         return loss
 

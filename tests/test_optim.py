@@ -4,12 +4,13 @@ import math
 
 import pytest
 import torch
+import torch.optim._muon as torch_muon
 from conftest import ALL_COMPONENTS, scalars, tiny_args
 
 from craft.cli import main
 from craft.errors import ConfigError
 from craft.model import GPT, GPTConfig
-from craft.optim import MuonAdamW, build_optimizer, lr_schedule
+from craft.optim import MuonAdamW, build_optimizer, lr_schedule, newton_schulz_fp32
 
 
 def muon(model: torch.nn.Module) -> MuonAdamW:
@@ -47,6 +48,35 @@ def test_muon_adamw_steps_both_and_round_trips_its_state():
     assert again.state_dict()["muon"]["state"].keys() == state["muon"]["state"].keys()
     with pytest.raises(ConfigError, match="not Muon \\+ AdamW"):
         again.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
+
+
+@pytest.mark.parametrize("shape", [(384, 128), (128, 512), (64, 16)])
+def test_float32_newton_schulz_is_torchs_iteration_without_bf16_rounding(shape):
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    coefficients, steps, eps = (torch_muon.DEFAULT_A, torch_muon.DEFAULT_B, torch_muon.DEFAULT_C), 5, 1e-7
+    ours = newton_schulz_fp32(grad, coefficients, steps, eps)
+    theirs = torch_muon._zeropower_via_newtonschulz(grad, coefficients, steps, eps)
+    assert ours.dtype == torch.float32 and ours.shape == grad.shape
+    # The same iteration: equal to bf16's rounding (bf16 keeps 8 bits: ~0.4% per element).
+    assert (ours - theirs.float()).abs().max() < 0.05 * theirs.float().abs().max()
+    # Orthogonalized: singular values near 1 (the quintic leaves them in about 0.5-1.5), not the grad's.
+    s = torch.linalg.svdvals(ours)
+    assert 0.4 < s.min() and s.max() < 1.6 and torch.linalg.svdvals(grad).max() > 5
+
+
+def test_muon_step_on_cpu_runs_in_float32_and_leaves_torch_as_it_was():
+    model = GPT(GPTConfig(vocab_size=17, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=32))
+    opt = build_optimizer(model, "muon", 1e-3, 0.1, (0.9, 0.95), 0.02, 0.95, "match_rms_adamw")
+    seen = []
+    original = torch_muon._zeropower_via_newtonschulz
+    model(torch.randint(0, 17, (2, 8)), torch.randint(0, 17, (2, 8)))[1].backward()
+    torch_muon._zeropower_via_newtonschulz = lambda g, *a: seen.append(g.dtype) or original(g, *a)
+    try:
+        opt.step()  # on CPU our float32 iteration stands in for torch's during the step ...
+        assert seen == []
+    finally:
+        hooked, torch_muon._zeropower_via_newtonschulz = torch_muon._zeropower_via_newtonschulz, original
+    assert hooked is not newton_schulz_fp32  # ... and torch's own is back afterwards
 
 
 def test_schedules_warm_up_then_cosine_or_hold_and_decay():
