@@ -188,21 +188,41 @@ def profile_one_token(folder: Path, tokens: int = 300) -> dict:
     }
 
 
-def position_cost(folder: Path, rounds: int = 15) -> dict[int, float]:
-    """Microseconds of one in-place int8 decode step at a few cache lengths (best of ``rounds``,
-    no profiler): the fixed cost of a token, and what attention over the filled slots adds."""
+def position_cost(folder: Path, rounds: int = 15) -> dict:
+    """What a token costs the int8 runtime at its defaults, without the profiler (best of ``rounds``):
+    one in-place step at a few cache lengths, and the prefill of the newest half-window that each
+    slide of the window runs. From them the ceiling of the sliding window's steady state, where
+    every cycle is one such prefill and a step at each of the filled lengths block/2 .. block-1
+    (``ExportedModel.stream``): the rate the runtime would reach if Python cost nothing."""
     rt = ExportedModel(folder, int8=True)
     run = rt.decoder(1)
     token = np.zeros((1, 1), dtype=np.int64)
     block = rt.block_size
-    best: dict[int, float] = {}
+    keep = max(1, block // 2)
+    window = np.zeros((1, keep), dtype=np.int64)
+    positions = sorted({0, *range(keep, block, max(1, (block - keep) // 4)), block - 1})
+    step: dict[int, float] = {}
+    prefill = 1e9
     for _ in range(rounds):
-        for pos in (0, block // 2, block - 1):
+        for pos in positions:
             start = time.perf_counter()
             for _ in range(100):
                 run(token, pos)
-            best[pos] = min(best.get(pos, 1e9), (time.perf_counter() - start) / 100 * 1e6)
-    return best
+            step[pos] = min(step.get(pos, 1e9), (time.perf_counter() - start) / 100 * 1e6)
+        start = time.perf_counter()
+        for _ in range(5):
+            run(window, 0)
+        prefill = min(prefill, (time.perf_counter() - start) / 5 * 1e6)
+    # The steps of a cycle: linear between the measured lengths.
+    xs = [q for q in positions if q >= keep]
+    cycle_steps = float(np.interp(np.arange(keep, block), xs, [step[q] for q in xs]).sum())
+    return {
+        "step_us": step,
+        "prefill_tokens": keep,
+        "prefill_us": prefill,
+        "cycle_tokens": block - keep + 1,
+        "ceiling_tokens_per_sec": (block - keep + 1) / ((prefill + cycle_steps) / 1e6),
+    }
 
 
 def main() -> None:
@@ -310,7 +330,7 @@ def main() -> None:
         "graph_nodes": nodes_in,
         "runtime_peak_rss": rss,
         "runtime_cli_tokens_per_sec": cli_rate,
-        "step_us_at_position": positions,
+        "token_cost": positions,
         "profile": profile,
         "installed_bytes": {"numpy + onnxruntime": runtime_bytes, "torch": torch_bytes},
         "installed_dists": {"numpy + onnxruntime": runtime_dists, "torch": torch_dists},
@@ -343,6 +363,9 @@ def main() -> None:
         f"- The runtime as a user runs it (`python -m craft.runtime DIR --int8`, default settings, whole process, "
         f"2,000 minus 10 new tokens): **{cli_rate:,.0f} tokens/s**; peak RSS of such a process (torch not importable): "
         f"**{rss / 1e6:.0f} MB**.",
+        f"- The int8 kernels' own ceiling in the sliding window's steady state (a prefill of the newest "
+        f"{positions['prefill_tokens']} tokens, then a step at each filled length up to the block; no Python): "
+        f"{positions['ceiling_tokens_per_sec']:,.0f} tokens/s (`benchmarks/results/export_profile.md`).",
         f"- Graph nodes: fp32 {nodes_in['model.onnx']}, int8 {nodes_in['model.int8.onnx']}.",
         f"- Installed size: numpy + onnxruntime and their requirements {runtime_bytes / 1e6:.0f} MB "
         f"({', '.join(runtime_dists)}); torch and its requirements {torch_bytes / 1e6:.0f} MB.",
@@ -355,8 +378,12 @@ def main() -> None:
         "",
         f"Session time per token (median, profiled): {profile['model_run_us']:.0f} µs. Without the profiler, one "
         "in-place step costs (best of 15 x 100 calls): "
-        + ", ".join(f"{us:.0f} µs with {pos + 1} filled slots" for pos, us in positions.items())
-        + ": the attention over the filled slots is the part that grows.",
+        + ", ".join(f"{us:.0f} µs with {pos + 1} filled slots" for pos, us in positions["step_us"].items())
+        + ": the attention over the filled slots is the part that grows. Each slide of the window prefills "
+        f"the newest {positions['prefill_tokens']} tokens again: {positions['prefill_us'] / 1e3:.2f} ms. In the "
+        f"window's steady state (a prefill, then {positions['cycle_tokens'] - 1} steps at {positions['prefill_tokens']}"
+        f"+ filled slots) these kernels alone allow **{positions['ceiling_tokens_per_sec']:,.0f} tokens/s**: the "
+        "whole-process rate cannot pass it whatever the Python around them costs.",
         "",
         "| op | nodes | µs per token | share |",
         "|---|---:|---:|---:|",
