@@ -6,11 +6,10 @@
   as modded-nanogpt and nanochat do. Muon is only for hidden matrices: an embedding is a lookup
   table and the head maps to a distribution, and both do better with Adam.
 
-  On CPU, torch's Newton-Schulz iteration runs in bfloat16, and a CPU without bf16 units runs its
-  bf16 ``addmm`` about 50x slower than float32 (13 ms against 0.27 ms for one 128x128 by 128x512
-  here): Muon's step alone cost 0.9 s per quickstart step, 3.7x the whole AdamW step. On CPU,
-  ``MuonAdamW`` therefore runs torch's own Muon step with the same iteration (torch's coefficients,
-  steps and eps) in float32 (``newton_schulz_fp32``); elsewhere torch's runs unchanged.
+  torch's Newton-Schulz iteration runs in bfloat16, which a CPU without bf16 units runs many times
+  slower than float32 (figures: benchmarks/README.md, "Muon against AdamW"). On CPU, ``MuonAdamW``
+  therefore runs torch's own Muon step with the same iteration (torch's coefficients, steps and
+  eps) in float32 (``newton_schulz_fp32``); elsewhere torch's runs unchanged.
 
 Schedules (a multiplier of each group's peak LR, per step): ``cosine`` (linear warmup, cosine decay
 to ``min_lr``) and ``wsd`` (warmup-stable-decay: linear warmup, flat at the peak, then a linear
