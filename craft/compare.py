@@ -4,7 +4,8 @@ A comparison file names a base config, overlays per run, and a budget in trainin
 optionally a wall-clock cap in seconds). Each run is a real ``python -m craft fit`` (same corpus,
 validation at evenly spaced points), repeated over several seeds (default 3). Per config the
 results give params, tokens/s, the mean ± std of the final val bpc, the tokens and seconds at which
-it first reaches a target bpc (by default the baseline's mean), Welch's t-test p-value of its
+it first reaches a target bpc (by default the baseline's mean; seconds of training, the clock
+stopped while validating, as in modded-nanogpt's speedrun), Welch's t-test p-value of its
 difference from the baseline, and the val bpc after int8 ONNX export. With ``lr_grid`` each config
 first runs its learning rates (``lr`` and ``muon_lr`` times each factor) on the first seed, and the
 best factor then runs on the other seeds. The results go to ``<out>/results.md`` (tables, samples,
@@ -207,11 +208,17 @@ def val_curve(run_dir: Path, tokens_per_step: int) -> dict[str, list[float]]:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     events = acc.Scalars("val/bpc")
-    first = acc.Scalars("train/loss_step")[0].wall_time
+    if "time/train_seconds" in acc.Tags()["scalars"]:
+        # The training clock, validation excluded (TokenThroughput), logged with each val/bpc at its step.
+        trained = {e.step: e.value for e in acc.Scalars("time/train_seconds")}
+        seconds = [trained[e.step] for e in events]
+    else:  # runs from before the clock existed: wall time from the first logged step, validation in
+        first = acc.Scalars("train/loss_step")[0].wall_time
+        seconds = [e.wall_time - first for e in events]
     return {
         # Lightning logs at the index of the last optimizer step: step s means s + 1 steps trained.
         "tokens": [(e.step + 1) * tokens_per_step for e in events],
-        "seconds": [e.wall_time - first for e in events],
+        "seconds": seconds,
         "val_bpc": [e.value for e in events],
     }
 
@@ -239,7 +246,7 @@ def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
             if len(curves) > 1:
                 ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
     by_tokens.set(xlabel="training tokens (millions)", ylabel="val bits per character", title=title)
-    by_time.set(xlabel="training seconds (wall clock, this machine)", title="same runs against time")
+    by_time.set(xlabel="training seconds (validation excluded, this machine)", title="same runs against time")
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     by_tokens.legend(fontsize=8)
@@ -274,7 +281,8 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
         + (
             f"The target is {configs[0]['target']:.4f} bpc "
             f"({'the baseline mean' if spec.target_bpc == 'baseline' else 'given'}): "
-            "tokens and seconds to it are means over the seeds that reach it (interpolated between evaluations)."
+            "tokens and seconds to it are means over the seeds that reach it (interpolated between evaluations; "
+            "seconds of training, validation excluded)."
             if configs[0]["target"] is not None
             else ""
         ),
