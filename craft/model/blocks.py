@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from craft.errors import ConfigError
-from craft.model.kernels import Dropout, GeluProj
+from craft.model.kernels import Dropout, GeluProj, ReluSquaredProj
 
 if TYPE_CHECKING:
     from craft.model.config import GPTConfig
@@ -77,7 +77,10 @@ class ReluSquaredMLP(GeluMLP):
     2021, Primer; modded-nanogpt, nanochat): a cheaper and sparser activation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.relu(self.fc(x)).square()))
+        h = self.fc(x)
+        if torch.is_grad_enabled():
+            return self.dropout(ReluSquaredProj.apply(h, self.proj.weight, self.proj.bias))
+        return self.dropout(self.proj(F.relu(h).square()))  # nothing kept without grad; ONNX sees plain ops
 
 
 def swiglu_width(d_hid: int) -> int:
