@@ -152,6 +152,7 @@ COMPONENTS = [
     {"bias": False},
     {"value_embeds": True},
     {"scalars": True},
+    {"unet": True},
 ]
 ALL_COMPONENTS = {
     "norm": "rmsnorm_free",

@@ -296,6 +296,7 @@ GOT_CHAR = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=
         ({"bias": False}, -((2 * 6 + 1) * 128 + 6 * (3 * 128 + 128 + 512 + 128))),
         ({"value_embeds": True}, 3 * (100 * 128 + 1)),  # layers 1, 3, 5: a table and a gate each
         ({"scalars": True}, 2 * 6),
+        ({"unet": True}, 6 // 2),
     ],
     ids=variant_id,
 )
@@ -328,6 +329,14 @@ def test_components_do_what_they_say():
     scaled = tiny(scalars=True)
     plain = tiny()
     torch.testing.assert_close(scaled(x, x)[0], plain(x, x)[0])  # resid 1, x0 0: the plain stream at init
+    skipped = perturbed(tiny(unet=True, n_layers=4))
+    assert skipped.skips.weight.numel() == 2  # blocks 0, 1 feed blocks 3, 2
+    unskipped = tiny(n_layers=4)
+    unskipped.load_state_dict({k: v for k, v in skipped.state_dict().items() if not k.startswith("skips.")})
+    assert not torch.allclose(skipped(x, x)[0], unskipped(x, x)[0])
+    with torch.no_grad():
+        skipped.skips.weight.zero_()
+    torch.testing.assert_close(skipped(x, x)[0], unskipped(x, x)[0])  # weight 0: the plain stream
     q = perturbed(tiny(qk_norm=True, norm="rmsnorm_free"))
     seen = {}
     q.blocks[0].attn.qk_norm.register_forward_hook(lambda mod, inp, out: seen.update(q=out[0]))

@@ -204,6 +204,28 @@ class ResidualScalars(nn.Module):
         return self.resid[layer].to(x.dtype) * x + self.x0[layer].to(x.dtype) * x0
 
 
+class UNetSkips(nn.Module):
+    """The encoder half's outputs fed to the decoder half (modded-nanogpt): block ``i < n`` saves
+    its output, and block ``L - n + j`` first adds ``weight[j]`` times the output saved by block
+    ``n - 1 - j`` (a stack, last in first out), with ``n = L // 2``; n_layers // 2 parameters,
+    starting at 1."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_layers = config.n_layers
+        self.weight = nn.Parameter(torch.ones(config.n_layers // 2))
+
+    def pop(self, layer: int, x: torch.Tensor, saved: list[torch.Tensor]) -> torch.Tensor:
+        """Before block ``layer``: ``x`` with the matching saved output added (decoder blocks)."""
+        j = layer - (self.n_layers - self.weight.numel())
+        return x + self.weight[j].to(x.dtype) * saved.pop() if j >= 0 else x
+
+    def push(self, layer: int, x: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        """After block ``layer``: keep its output (encoder blocks)."""
+        if layer < self.weight.numel():
+            saved.append(x)
+
+
 class SoftCap(nn.Module):
     """``cap * tanh(logits / cap)``: logits squashed smoothly into (-cap, cap) (Gemma 2; nanochat
     uses 15). No parameters."""
