@@ -1,5 +1,6 @@
 import random
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -110,6 +111,18 @@ class StopAtStep(L.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class SlowValidation(L.Callback):
+    """Makes every validation batch (sanity check aside) take ``seconds`` longer: a validation of
+    known cost."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            time.sleep(self.seconds)
 
 
 class SignalDuring(L.Callback):
