@@ -1,9 +1,10 @@
-"""Recomputing GELU in the backward pass: plain autograd against craft's GeluMLP, got_char shape.
+"""Recomputing the activation in the backward pass: plain autograd against craft's MLPs, got_char shape.
 
     python benchmarks/mlp_recompute.py [--rounds 5] [--step-rounds 6]
 
 Plain autograd keeps ``h`` and ``gelu(h)`` for the backward pass; craft's ``GeluMLP`` keeps ``h``
-and recomputes ``gelu(h)`` there (``craft.model.blocks.GeluProj``). Measures one MLP alone (median
+and recomputes ``gelu(h)`` there (``craft.model.kernels.GeluProj``); likewise ``ReluSquaredMLP``
+keeps ``relu(h)`` alone instead of it and its square (``ReluSquaredProj``). Measures one MLP alone (median
 ms and minor page faults per forward + backward, bytes kept for backward), what the whole model
 keeps for backward at dropout 0 and 0.1 (plain forms against craft's), and whole training steps
 of the got_char model on Python's docs in one process, the two MLP forms alternating every 3 steps
@@ -31,7 +32,7 @@ from benchmarks.plain_loop import endless_batches, train_step  # noqa: E402
 from craft.compare import merged_config  # noqa: E402
 from craft.data import TextDataModule  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
-from craft.model.blocks import GeluMLP  # noqa: E402
+from craft.model.blocks import GeluMLP, ReluSquaredMLP  # noqa: E402
 from craft.model.kernels import Dropout  # noqa: E402
 from craft.optim import param_groups  # noqa: E402
 
@@ -147,10 +148,15 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     cfg = got_char(vocab_size=100)
-    mlp = GeluMLP(cfg)
+    mlp, relu2 = GeluMLP(cfg), ReluSquaredMLP(cfg)
     shape = (GOT_CHAR["data"]["batch_size"], cfg.block_size, cfg.d_model)
     x, grad = torch.randn(shape, requires_grad=True), torch.randn(shape)
-    variants = {"plain autograd": lambda t: textbook_mlp(mlp, t), "craft GeluMLP": mlp}
+    variants = {
+        "plain autograd": lambda t: textbook_mlp(mlp, t),
+        "craft GeluMLP": mlp,
+        "relu2 plain autograd": lambda t: relu2.proj(F.relu(relu2.fc(t)).square()),
+        "craft ReluSquaredMLP": relu2,
+    }
     ms: dict[str, list[float]] = {k: [] for k in variants}
     faults: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):

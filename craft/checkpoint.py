@@ -162,7 +162,8 @@ def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
     if subcommand == "fit":
         wrong = [
             f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
-            for f in (*ARCHITECTURE_FIELDS, "optimizer")  # the optimizer's state must fit it too
+            # The optimizer's state must fit too: its kind, and its groups (lr_mults splits them).
+            for f in (*ARCHITECTURE_FIELDS, "optimizer", "lr_mults")
             if f != "vocab_size" and f in hparams and cfg.model.get(f) != hparams[f]
         ]
         if wrong:

@@ -4,10 +4,12 @@ A comparison file names a base config, overlays per run, and a budget in trainin
 optionally a wall-clock cap in seconds). Each run is a real ``python -m craft fit`` (same corpus,
 validation at evenly spaced points), repeated over several seeds (default 3). Per config the
 results give params, tokens/s, the mean ± std of the final val bpc, the tokens and seconds at which
-it first reaches a target bpc (by default the baseline's mean), Welch's t-test p-value of its
+it first reaches a target bpc (by default the baseline's mean; seconds of training, the clock
+stopped while validating, as in modded-nanogpt's speedrun), Welch's t-test p-value of its
 difference from the baseline, and the val bpc after int8 ONNX export. With ``lr_grid`` each config
 first runs its learning rates (``lr`` and ``muon_lr`` times each factor) on the first seed, and the
-best factor then runs on the other seeds. The results go to ``<out>/results.md`` (tables, samples,
+best factor then runs on the other seeds; with ``lr_grid_extend``, a best factor at the grid's edge
+first grows the grid past it, one factor at a time. The results go to ``<out>/results.md`` (tables, samples,
 plot with seed bands) and ``results.json``. Runs already finished are reused and interrupted ones
 resumed, so a long study can be re-run after a stop and only does the missing work.
 """
@@ -47,6 +49,7 @@ class Spec:
     baseline: str | None = None  # the run the others are tested against (default: the first)
     target_bpc: float | str | None = "baseline"  # a bpc, or "baseline": the baseline's mean final bpc
     lr_grid: list[float] = field(default_factory=lambda: [1.0])  # factors on lr and muon_lr
+    lr_grid_extend: int = 0  # times a grid whose best is at its edge grows one factor past it
     int8: bool = True  # also score each config's first seed after int8 ONNX export
     int8_windows: int = 64  # validation windows for that score
 
@@ -61,6 +64,9 @@ class Spec:
             raise CraftError(f"baseline {spec.baseline!r} is not one of the runs {list(spec.runs)}")
         if not spec.lr_grid or any(f <= 0 for f in spec.lr_grid):
             raise CraftError(f"lr_grid must list positive factors, got {spec.lr_grid!r}")
+        if not isinstance(spec.lr_grid_extend, int) or spec.lr_grid_extend < 0:
+            raise CraftError(f"lr_grid_extend must be a count >= 0, got {spec.lr_grid_extend!r}")
+        spec.lr_grid = [float(f) for f in spec.lr_grid]  # 1 and 1.0 name one run and one column
         return spec
 
     @property
@@ -129,7 +135,13 @@ def run_one(spec: Spec, experiment: str, configs: list[str], steps: int, extra: 
     summary_file, done_file = run_dir / "summary.json", run_dir / "compare_done.json"
     # What the run is: a finished run is reused only if its whole config and arguments are the same.
     plan = {"steps": steps, "seconds": spec.seconds, "args": [*spec.args, *extra], "config": merged_config(configs)}
-    if done_file.exists() and json.loads(done_file.read_text()) == plan and summary_file.exists():
+    if done_file.exists() and json.loads(done_file.read_text()) != plan:
+        # Resuming would train nothing (the run is at its end) and overwrite its summary with an empty one.
+        raise CraftError(
+            f"run {experiment!r} in {run_dir} finished with another config, arguments or budget than this "
+            "comparison asks for: move that folder away (or delete it) to run it again"
+        )
+    if done_file.exists() and summary_file.exists():
         print(f"craft.compare: {experiment}: finished earlier, reusing {summary_file}", flush=True)
     else:
         cmd = [sys.executable, "-m", "craft", "fit"]
@@ -207,11 +219,17 @@ def val_curve(run_dir: Path, tokens_per_step: int) -> dict[str, list[float]]:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     events = acc.Scalars("val/bpc")
-    first = acc.Scalars("train/loss_step")[0].wall_time
+    if "time/train_seconds" in acc.Tags()["scalars"]:
+        # The training clock, validation excluded (TokenThroughput), logged with each val/bpc at its step.
+        trained = {e.step: e.value for e in acc.Scalars("time/train_seconds")}
+        seconds = [trained[e.step] for e in events]
+    else:  # runs from before the clock existed: wall time from the first logged step, validation in
+        first = acc.Scalars("train/loss_step")[0].wall_time
+        seconds = [e.wall_time - first for e in events]
     return {
         # Lightning logs at the index of the last optimizer step: step s means s + 1 steps trained.
         "tokens": [(e.step + 1) * tokens_per_step for e in events],
-        "seconds": [e.wall_time - first for e in events],
+        "seconds": seconds,
         "val_bpc": [e.value for e in events],
     }
 
@@ -239,7 +257,7 @@ def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
             if len(curves) > 1:
                 ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
     by_tokens.set(xlabel="training tokens (millions)", ylabel="val bits per character", title=title)
-    by_time.set(xlabel="training seconds (wall clock, this machine)", title="same runs against time")
+    by_time.set(xlabel="training seconds (validation excluded, this machine)", title="same runs against time")
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     by_tokens.legend(fontsize=8)
@@ -274,7 +292,8 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
         + (
             f"The target is {configs[0]['target']:.4f} bpc "
             f"({'the baseline mean' if spec.target_bpc == 'baseline' else 'given'}): "
-            "tokens and seconds to it are means over the seeds that reach it (interpolated between evaluations)."
+            "tokens and seconds to it are means over the seeds that reach it (interpolated between evaluations; "
+            "seconds of training, validation excluded)."
             if configs[0]["target"] is not None
             else ""
         ),
@@ -302,12 +321,13 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
             f"LR grid, on seed {seeds[0]} (final val bpc per factor on lr and muon_lr; the best is used):",
             "",
         ]
+        factors = sorted({float(f) for c in grids for f in c["grid"]})  # the grid, and what extended it
         lines += [
-            "| config | " + " | ".join(f"x{f:g}" for f in spec.lr_grid) + " |",
-            "|---|" + "---:|" * len(spec.lr_grid),
+            "| config | " + " | ".join(f"x{f:g}" for f in factors) + " |",
+            "|---|" + "---:|" * len(factors),
         ]
         for c in grids:
-            lines.append(f"| {c['name']} | " + " | ".join(fmt(c["grid"].get(str(f))) for f in spec.lr_grid) + " |")
+            lines.append(f"| {c['name']} | " + " | ".join(fmt(c["grid"].get(str(f))) for f in factors) + " |")
     lines += ["", "![val bpc against training tokens and time](results.png)", "", "## Samples", ""]
     lines += [
         f"Prompt `{spec.prompt!r}`, {spec.sample_tokens} new tokens, temperature 0.8, seed 0, first seed's model.",
@@ -358,7 +378,17 @@ def run_config(spec: Spec, name: str) -> dict[str, Any]:
         return r
 
     grid = {f: one(seeds[0], f) for f in spec.lr_grid}
-    best = min(spec.lr_grid, key=lambda f: grid[f]["val_bpc"])
+    best = min(grid, key=lambda f: grid[f]["val_bpc"])
+    for _ in range(spec.lr_grid_extend if len(grid) > 1 else 0):
+        # The best at an edge of the grid says nothing about the factors past it: try one more there,
+        # at the ratio of that edge to its neighbour.
+        factors = sorted(grid)
+        if best not in (factors[0], factors[-1]):
+            break
+        edge, neighbour = (factors[0], factors[1]) if best == factors[0] else (factors[-1], factors[-2])
+        factor = float(f"{edge * edge / neighbour:.6g}")
+        grid[factor] = one(seeds[0], factor)
+        best = min(grid, key=lambda f: grid[f]["val_bpc"])
     runs = [grid[best], *(one(seed, best) for seed in seeds[1:])]
     return {
         "name": name,
@@ -369,7 +399,7 @@ def run_config(spec: Spec, name: str) -> dict[str, Any]:
         "lr_factor": best,
         "lr": lr * best,
         "muon_lr": muon_lr * best,
-        "grid": {str(f): grid[f]["val_bpc"] for f in spec.lr_grid},
+        "grid": {str(f): grid[f]["val_bpc"] for f in sorted(grid)},
         "seeds": runs,
     }
 

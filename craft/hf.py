@@ -32,7 +32,7 @@ CLASSIC = {"norm": "layernorm", "mlp": "gelu", "positions": "learned"}
 MODERN = {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rotary"}
 # Components that change the forward and that craft does not map onto GPT-2 or Llama, at their
 # defaults (zero_init only sets the starting weights, so it exports).
-UNMAPPED = {"qk_norm": False, "tie_head": True, "softcap": 0.0, "value_embeds": False, "scalars": False}
+UNMAPPED = {"qk_norm": False, "tie_head": True, "softcap": 0.0, "value_embeds": False, "scalars": False, "unet": False}
 EPS = 1e-5  # craft's LayerNorm and RMSNorm
 
 

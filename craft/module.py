@@ -19,7 +19,7 @@ from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning, note
 from craft.generation import SamplingConfig
 from craft.model import GPT, GPTConfig
-from craft.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_schedule
+from craft.optim import OPTIMIZERS, SCHEDULES, build_optimizer, check_lr_mults, lr_schedule
 
 
 class PerSource(Metric):
@@ -55,6 +55,7 @@ class LanguageModel(L.LightningModule):
         muon_lr: float = 0.01,
         muon_momentum: float = 0.95,
         muon_adjust_lr: str | None = "match_rms_adamw",
+        lr_mults: dict[str, float] | None = None,
         schedule: str = "cosine",
         decay_fraction: float = 0.2,
         max_new_tokens: int = 500,
@@ -81,6 +82,10 @@ class LanguageModel(L.LightningModule):
             muon_adjust_lr: Muon's per-shape LR rule: match_rms_adamw (Moonshot: updates with
                 AdamW's RMS, so AdamW's LR and weight decay carry over), original (Keller Jordan's
                 sqrt(max(1, rows/cols))), or null (none).
+            lr_mults: Factors on `lr` by parameter role (craft/optim.py `param_role`): `embed`
+                (token, position and value embeddings; a tied head), `head` (an untied head),
+                `scalar` (norms, biases, scalars, gates) and, under AdamW alone, `matrix` (the
+                blocks' matrices). Unnamed roles get 1; e.g. `{embed: 10, head: 0.3}`.
             schedule: LR schedule: cosine (warmup, cosine decay to min_lr) or wsd (warmup, flat,
                 then a linear decay to min_lr over the last `decay_fraction` of the steps).
             decay_fraction: Fraction of the steps in wsd's final decay.
@@ -109,6 +114,7 @@ class LanguageModel(L.LightningModule):
             raise CraftError(f"unknown optimizer {optimizer!r}: use one of {list(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
             raise CraftError(f"unknown schedule {schedule!r}: use one of {list(SCHEDULES)}")
+        check_lr_mults(lr_mults, optimizer)
         self.model = GPT(self.config)
         self._flops_per_token = self.model.flops_per_token()  # fixed by the shape; read every batch
         self.tokenizer: Tokenizer | None = None
@@ -224,7 +230,15 @@ class LanguageModel(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         optimizer = build_optimizer(
-            self.model, hp.optimizer, hp.lr, hp.weight_decay, hp.betas, hp.muon_lr, hp.muon_momentum, hp.muon_adjust_lr
+            self.model,
+            hp.optimizer,
+            hp.lr,
+            hp.weight_decay,
+            hp.betas,
+            hp.muon_lr,
+            hp.muon_momentum,
+            hp.muon_adjust_lr,
+            hp.get("lr_mults"),  # absent from checkpoints made before it existed
         )
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):

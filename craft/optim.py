@@ -1,6 +1,9 @@
 """Optimizers and learning-rate schedules, chosen by name in the config.
 
 - ``adamw``: AdamW on everything; matrices of linear layers decay, norms, biases and embeddings do not.
+  Each role (block matrices, embeddings, head, scalars: ``param_role``) may have its own peak, a
+  factor on ``lr`` (``lr_mults``; nanochat trains its embeddings at 50x its head's rate), so an LR
+  sweep that scales ``lr`` keeps the ratios.
 - ``muon``: ``torch.optim.Muon`` (Jordan et al., 2024: momentum orthogonalised by Newton-Schulz) on
   the 2-D matrices inside the blocks, AdamW on the rest (embeddings, head, norms, biases, scalars),
   as modded-nanogpt and nanochat do. Muon is only for hidden matrices: an embedding is a lookup
@@ -37,13 +40,60 @@ def is_muon_matrix(name: str, p: torch.nn.Parameter) -> bool:
     return p.ndim == 2 and name.startswith("blocks.") and "emb" not in name
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: matrices of linear layers decay; norms, biases and embeddings do not."""
-    decay, no_decay = [], []
+def param_role(name: str, p: torch.nn.Parameter) -> str:
+    """What a parameter is, for its learning rate: ``matrix`` (a block's weight matrix), ``embed`` (a
+    lookup table: token, position and value embeddings; a tied head is the token embedding),
+    ``head`` (an untied head) or ``scalar`` (norm scales, biases, residual scalars, gates)."""
+    if "emb" in name:
+        return "embed"
+    if name == "head.weight":
+        return "head"
+    return "matrix" if p.ndim == 2 else "scalar"
+
+
+ROLES = ("matrix", "embed", "head", "scalar")
+
+
+def check_lr_mults(lr_mults: dict[str, float] | None, optimizer: str) -> None:
+    """A clear error for an unknown role, a factor that is not positive, or ``matrix`` under Muon."""
+    for role, factor in (lr_mults or {}).items():
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r} in model.lr_mults: use any of {list(ROLES)}")
+        if not isinstance(factor, (int, float)) or not factor > 0:
+            raise ConfigError(f"model.lr_mults.{role} must be a positive number, got {factor!r}")
+        if role == "matrix" and optimizer == "muon":
+            raise ConfigError(
+                "model.lr_mults.matrix has no effect under Muon, which trains the matrices: set model.muon_lr"
+            )
+
+
+def param_groups(
+    model: torch.nn.Module,
+    weight_decay: float,
+    lr: float | None = None,
+    lr_mults: dict[str, float] | None = None,
+    skip: Callable[[str, torch.nn.Parameter], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """AdamW groups: matrices and an untied head decay; embeddings, norms, biases and scalars do
+    not. With ``lr``, each parameter peaks at ``lr`` times its role's factor in ``lr_mults``
+    (``param_role``; default 1). ``skip`` leaves parameters out (Muon's).
+
+    One group per (decay, LR) pair, the decaying ones first, each in the model's parameter order: with
+    every factor 1 these are the two groups craft has always made, so older checkpoints resume.
+    """
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad and not (skip and skip(name, p)):
+            role = param_role(name, p)
+            peak = 1.0 if lr is None else lr * (lr_mults or {}).get(role, 1.0)
+            groups.setdefault((role in ("matrix", "head"), peak), []).append(p)
+    out = []
+    for (decays, peak), params in sorted(groups.items(), key=lambda kv: not kv[0][0]):  # stable: decaying first
+        group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if lr is not None:
+            group["lr"] = peak
+        out.append(group)
+    return out
 
 
 def newton_schulz_fp32(
@@ -120,23 +170,23 @@ def build_optimizer(
     muon_lr: float,
     muon_momentum: float,
     muon_adjust_lr: str | None,
+    lr_mults: dict[str, float] | None = None,
 ) -> torch.optim.Optimizer:
+    """AdamW on everything, or Muon on the blocks' matrices and AdamW on the rest; AdamW's groups
+    peak at ``lr`` times their role's factor in ``lr_mults`` (``embed``, ``head``, ``scalar``,
+    and ``matrix`` under AdamW alone; default 1)."""
     if name == "adamw":
-        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+        return torch.optim.AdamW(param_groups(model, weight_decay, lr, lr_mults), lr=lr, betas=tuple(betas))
     if name != "muon":
         raise ConfigError(f"unknown optimizer {name!r}: use one of {list(OPTIMIZERS)}")
-    matrices, decay, no_decay = [], [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            if is_muon_matrix(n, p):
-                matrices.append(p)
-            else:  # the AdamW rule above for the rest: an untied head decays
-                (decay if p.dim() >= 2 and "emb" not in n else no_decay).append(p)
+    matrices = [p for n, p in model.named_parameters() if p.requires_grad and is_muon_matrix(n, p)]
     muon = torch.optim.Muon(
         matrices, lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum, adjust_lr_fn=muon_adjust_lr
     )
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas))
+    # The AdamW rule above for the rest: an untied head decays.
+    adamw = torch.optim.AdamW(
+        param_groups(model, weight_decay, lr, lr_mults, skip=is_muon_matrix), lr=lr, betas=tuple(betas)
+    )
     return MuonAdamW(muon, adamw)
 
 

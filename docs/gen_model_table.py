@@ -45,8 +45,9 @@ def formula(c: GPTConfig) -> int:
     positions = T * d if c.positions == "learned" else 0
     value_embeds = (L + 1) // 2 * (V * d + 1) if c.value_embeds else 0  # every other layer: table + gate
     scalars = 2 * L if c.scalars else 0
+    unet = L // 2 if c.unet else 0  # a weight per skip
     head = 0 if c.tie_head else V * d
-    return V * d + positions + L * (2 * norm(d) + attn + mlp) + norm(d) + value_embeds + scalars + head
+    return V * d + positions + L * (2 * norm(d) + attn + mlp) + norm(d) + value_embeds + scalars + unet + head
 
 
 # One row per component on the got_char shape (100-symbol vocabulary), and nanochat's whole recipe.
@@ -59,6 +60,7 @@ COMPONENTS = [
     {"bias": False},
     {"value_embeds": True},
     {"scalars": True},
+    {"unet": True},
     {"mlp": "relu2"},
     {"norm": "rmsnorm_free"},
     {

@@ -82,7 +82,7 @@ def verdict(c: dict, against: dict, removed: bool) -> tuple[float | None, str]:
 
 def ablations(configs: list[dict] | None) -> list[str]:
     if configs is None:
-        return ["Not run yet: `python -m craft.compare configs/compare/ablation.yaml` (about 5.5 hours)."]
+        return ["Not run yet: `python -m craft.compare configs/compare/ablation.yaml` (about 4.5 hours)."]
     by_name = {c["name"]: c for c in configs}
     modern, best = by_name["modern"], by_name["speedrun"]
     out = [

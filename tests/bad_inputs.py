@@ -182,6 +182,19 @@ CASES = [
     ),
     Case(
         "config",
+        "unknown role in lr_mults",
+        lambda d: fit("--data.path", str(corpus(d)), "--model.lr_mults", "{embeddings: 10}"),
+        "unknown role 'embeddings' in model.lr_mults: use any of ['matrix', 'embed', 'head', 'scalar']",
+    ),
+    Case(
+        "resume",
+        "resumed with other lr_mults",
+        lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last", "--model.lr_mults", "{embed: 10}"),
+        "model.lr_mults: checkpoint None vs config {'embed': 10.0}",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "config",
         "negative softcap",
         lambda d: fit("--data.path", str(corpus(d)), "--model.softcap", "-1"),
         "softcap must be a number >= 0 (0: off), got -1.0",

@@ -1,5 +1,6 @@
 import random
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -112,6 +113,18 @@ class StopAtStep(L.Callback):
             trainer.should_stop = True
 
 
+class SlowValidation(L.Callback):
+    """Makes every validation batch (sanity check aside) take ``seconds`` longer: a validation of
+    known cost."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            time.sleep(self.seconds)
+
+
 class SignalDuring(L.Callback):
     """Sends this process a real signal while it is in `phase` ("training", "validation" or
     "sample generation"), once, from a timer thread `delay` seconds after the phase starts."""
@@ -152,6 +165,7 @@ COMPONENTS = [
     {"bias": False},
     {"value_embeds": True},
     {"scalars": True},
+    {"unet": True},
 ]
 ALL_COMPONENTS = {
     "norm": "rmsnorm_free",

@@ -63,6 +63,26 @@ def test_run_logs_losses_rates_lr_and_samples(corpus, tmp_path, capsys):
     assert summary["last_checkpoint"].endswith("last.ckpt")
 
 
+def test_training_clock_leaves_validation_out_and_survives_a_resume(corpus, tmp_path):
+    from craft.compare import val_curve
+
+    logs = tmp_path / "logs"
+    # Each validation: 2 batches, each made 0.5 s slower. The clock must leave that second out.
+    slow = '{"class_path": "tests.conftest.SlowValidation", "init_args": {"seconds": 0.5}}'
+    main(["fit", *tiny_args(corpus, logs), "--trainer.callbacks+", slow, "--trainer.max_steps", "10"])
+    resumed = ["--trainer.max_steps", "15", "--ckpt_path", "last"]
+    main(["fit", *tiny_args(corpus, logs), "--trainer.callbacks+", slow, *resumed])
+    acc = events(logs / "tiny")
+    clock = acc.Scalars("time/train_seconds")
+    val = acc.Scalars("val/bpc")
+    assert [e.step for e in clock] == [e.step for e in val] == [4, 9, 14]
+    seconds = val_curve(logs / "tiny", tokens_per_step=8 * 16)["seconds"]
+    assert seconds == [e.value for e in clock]
+    assert 0 < seconds[0] < seconds[1] < seconds[2]  # the resumed launch counts on from its checkpoint
+    # Between the first two validations (one launch) the wall clock also ran the second validation.
+    assert seconds[1] - seconds[0] < val[1].wall_time - val[0].wall_time - 0.9
+
+
 def test_lr_follows_warmup_then_cosine(corpus, tmp_path):
     logs = tmp_path / "logs"
     main(

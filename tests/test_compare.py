@@ -83,6 +83,7 @@ def test_compare_runs_seeds_and_an_lr_grid_writes_statistics_and_reuses_finished
                 "evals": 3,
                 "seeds": [5, 6],
                 "lr_grid": [0.5, 2.0],
+                "lr_grid_extend": 1,  # a 2-point grid's best is always at an edge: one more factor past it
                 "int8_windows": 8,
                 "log_dir": str(tmp_path / "logs"),
                 "out": str(tmp_path / "out"),
@@ -98,8 +99,11 @@ def test_compare_runs_seeds_and_an_lr_grid_writes_statistics_and_reuses_finished
     configs = json.loads((tmp_path / "out" / "results.json").read_text())["configs"]
     assert [c["name"] for c in configs] == ["char", "bpe"]
     for c in configs:
-        # The grid ran on the first seed; the better factor ran on the second.
-        assert set(c["grid"]) == {"0.5", "2.0"} and c["grid"][str(c["lr_factor"])] == min(c["grid"].values())
+        # The grid ran on the first seed, grew one factor past its better end, and the best of the
+        # three ran on the second.
+        first_best = "0.5" if c["grid"]["0.5"] < c["grid"]["2.0"] else "2.0"
+        assert set(c["grid"]) == {"0.5", "2.0", "0.125" if first_best == "0.5" else "8.0"}
+        assert c["grid"][str(c["lr_factor"])] == min(c["grid"].values())
         assert [r["seed"] for r in c["seeds"]] == [5, 6] and {r["lr_factor"] for r in c["seeds"]} == {c["lr_factor"]}
         assert c["lr"] == pytest.approx(1e-3 * c["lr_factor"])
         for r in c["seeds"]:
@@ -129,4 +133,19 @@ def test_compare_runs_seeds_and_an_lr_grid_writes_statistics_and_reuses_finished
 
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("finished earlier, reusing") == 6  # 2 configs x (2 grid points + 1 seed)
+    assert again.stdout.count("finished earlier, reusing") == 8  # 2 configs x (3 grid points + 1 seed)
+
+
+def test_a_finished_run_asked_for_with_another_plan_is_refused_and_left_as_it_was(tmp_path):
+    from craft.compare import run_one
+    from craft.errors import CraftError
+
+    spec = Spec(base=["configs/quickstart.yaml"], runs={"a": []}, tokens=4096, log_dir=str(tmp_path))
+    run = tmp_path / "a-s1337"
+    run.mkdir()
+    done = {"steps": 100, "seconds": None, "args": ["--seed_everything", "1337"], "config": {"model": {"lr": 1.0}}}
+    (run / "compare_done.json").write_text(json.dumps(done) + "\n")
+    (run / "summary.json").write_text('{"val_bpc": 2.0}\n')
+    with pytest.raises(CraftError, match="finished with another config.*move that folder away"):
+        run_one(spec, "a-s1337", [str(ROOT / "configs/quickstart.yaml")], 100, ["--seed_everything", "1337"])
+    assert json.loads((run / "summary.json").read_text()) == {"val_bpc": 2.0}

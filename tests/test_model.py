@@ -166,31 +166,41 @@ def test_rotary_needs_an_even_head_size():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_gelu_mlp_recomputes_gelu_with_autograds_gradients_and_one_fewer_buffer(bias):
-    from craft.model.blocks import GeluMLP
-    from craft.model.kernels import GeluProj
+@pytest.mark.parametrize("kind", ["gelu", "relu2"])
+def test_mlp_kernels_keep_one_fewer_buffer_with_autograds_gradients(kind, bias):
+    from craft.model.blocks import GeluMLP, ReluSquaredMLP
+    from craft.model.kernels import GeluProj, ReluSquaredProj
 
+    kernel, cls = (GeluProj, GeluMLP) if kind == "gelu" else (ReluSquaredProj, ReluSquaredMLP)
+    act = F.gelu if kind == "gelu" else (lambda t: F.relu(t).square())
     h = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
-    assert torch.autograd.gradcheck(GeluProj.apply, (h, w, b))
+    assert torch.autograd.gradcheck(kernel.apply, (h, w, b))
 
     torch.manual_seed(0)
-    mlp = GeluMLP(GPTConfig(vocab_size=10, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=64, bias=bias))
+    mlp = cls(GPTConfig(vocab_size=10, block_size=8, d_model=16, n_layers=1, n_head=2, d_hid=64, bias=bias))
     x = torch.randn(3, 8, 16, requires_grad=True)
 
     def grads_and_saved(forward):
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        saved = {}  # each storage once: ReLU and the square keep the same tensor
+
+        def pack(t):
+            saved[t.untyped_storage().data_ptr()] = t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = forward(x)
         grads = torch.autograd.grad(out.square().sum(), [x, *mlp.parameters()])
-        return grads, sum(saved)
+        return grads, sum(saved.values())
 
-    plain, plain_saved = grads_and_saved(lambda t: mlp.proj(F.gelu(mlp.fc(t))))
+    plain, plain_saved = grads_and_saved(lambda t: mlp.proj(act(mlp.fc(t))))
     ours, ours_saved = grads_and_saved(mlp)
     for a, b_ in zip(plain, ours, strict=True):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
-    assert plain_saved - ours_saved == 3 * 8 * 64  # gelu(h), (B, T, d_hid), is no longer kept
+    assert plain_saved - ours_saved == 3 * 8 * 64  # one (B, T, d_hid) activation is no longer kept
+    with torch.no_grad():  # the plain ops without grad (what ONNX export traces)
+        torch.testing.assert_close(mlp(x), mlp.proj(act(mlp.fc(x))))
 
 
 def test_cpu_dropout_keeps_a_bool_mask_scales_kept_values_and_routes_gradients_through_them():
@@ -286,6 +296,7 @@ GOT_CHAR = dict(vocab_size=100, block_size=256, d_model=128, n_layers=6, n_head=
         ({"bias": False}, -((2 * 6 + 1) * 128 + 6 * (3 * 128 + 128 + 512 + 128))),
         ({"value_embeds": True}, 3 * (100 * 128 + 1)),  # layers 1, 3, 5: a table and a gate each
         ({"scalars": True}, 2 * 6),
+        ({"unet": True}, 6 // 2),
     ],
     ids=variant_id,
 )
@@ -318,6 +329,14 @@ def test_components_do_what_they_say():
     scaled = tiny(scalars=True)
     plain = tiny()
     torch.testing.assert_close(scaled(x, x)[0], plain(x, x)[0])  # resid 1, x0 0: the plain stream at init
+    skipped = perturbed(tiny(unet=True, n_layers=4))
+    assert skipped.skips.weight.numel() == 2  # blocks 0, 1 feed blocks 3, 2
+    unskipped = tiny(n_layers=4)
+    unskipped.load_state_dict({k: v for k, v in skipped.state_dict().items() if not k.startswith("skips.")})
+    assert not torch.allclose(skipped(x, x)[0], unskipped(x, x)[0])
+    with torch.no_grad():
+        skipped.skips.weight.zero_()
+    torch.testing.assert_close(skipped(x, x)[0], unskipped(x, x)[0])  # weight 0: the plain stream
     q = perturbed(tiny(qk_norm=True, norm="rmsnorm_free"))
     seen = {}
     q.blocks[0].attn.qk_norm.register_forward_hook(lambda mod, inp, out: seen.update(q=out[0]))

@@ -92,12 +92,52 @@ def test_schedules_warm_up_then_cosine_or_hold_and_decay():
         lr_schedule("linear", total, warmup, floor, 0.2)
 
 
-def test_a_muon_run_trains_and_logs_both_learning_rates(corpus, tmp_path):
+def test_a_muon_run_trains_and_logs_every_groups_learning_rate(corpus, tmp_path):
     args = tiny_args(
-        corpus, tmp_path, "--model.optimizer", "muon", "--model.schedule", "wsd", "--trainer.max_steps", "12"
+        corpus,
+        tmp_path,
+        *("--model.optimizer", "muon", "--model.schedule", "wsd", "--trainer.max_steps", "12"),
+        *("--model.tie_head", "false", "--model.lr_mults", "{embed: 10, head: 0.5}"),
     )
     main(["fit", *args])
     loss = scalars(tmp_path / "tiny", "train/loss_step")
     assert loss[11] < loss[0]
-    muon_lr, adamw_lr = scalars(tmp_path / "tiny", "lr-MuonAdamW/pg1"), scalars(tmp_path / "tiny", "lr-MuonAdamW/pg2")
-    assert max(muon_lr.values()) == pytest.approx(0.01) and max(adamw_lr.values()) == pytest.approx(1e-3)
+    # Muon's group, then AdamW's: the decaying head, then the embeddings and the scalars (norms, biases).
+    peaks = [max(scalars(tmp_path / "tiny", f"lr-MuonAdamW/pg{i}").values()) for i in range(1, 5)]
+    assert peaks == pytest.approx([0.01, 0.5e-3, 10e-3, 1e-3])
+
+
+@pytest.mark.parametrize("tie_head", [True, False])
+def test_lr_mults_give_each_role_its_peak_and_default_to_the_two_classic_groups(tie_head):
+    from craft.optim import param_groups, param_role
+
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, d_model=32, n_layers=2, n_head=4, d_hid=64, tie_head=tie_head))
+    names = {id(p): n for n, p in model.named_parameters()}
+    mults = {"matrix": 2.0, "embed": 10.0, "head": 0.5, "scalar": 3.0}
+    groups = param_groups(model, 0.1, lr=1e-3, lr_mults=mults)
+    for g in groups:
+        roles = {param_role(names[id(p)], p) for p in g["params"]}
+        assert len(roles) == 1 and g["lr"] == pytest.approx(1e-3 * mults[roles.pop()])
+        assert (g["weight_decay"] > 0) == any(param_role(names[id(p)], p) in ("matrix", "head") for p in g["params"])
+    assert len(groups) == (3 if tie_head else 4)  # a tied head is the token embedding
+    # Without factors: craft's two groups, decaying first, each in the model's order (old checkpoints resume).
+    plain = param_groups(model, 0.1, lr=1e-3)
+    order = [n for n, _ in model.named_parameters()]
+    decay = [n for n, p in model.named_parameters() if param_role(n, p) in ("matrix", "head")]
+    assert [[names[id(p)] for p in g["params"]] for g in plain] == [decay, [n for n in order if n not in decay]]
+    assert [g["weight_decay"] for g in plain] == [0.1, 0.0]
+
+
+@pytest.mark.parametrize(
+    "mults, optimizer, message",
+    [
+        ({"embeddings": 2.0}, "adamw", "unknown role 'embeddings' in model.lr_mults"),
+        ({"head": 0.0}, "adamw", "lr_mults.head must be a positive number"),
+        ({"matrix": 2.0}, "muon", "no effect under Muon.*model.muon_lr"),
+    ],
+)
+def test_bad_lr_mults_are_refused_in_one_line(mults, optimizer, message):
+    from craft import LanguageModel
+
+    with pytest.raises(ConfigError, match=message):
+        LanguageModel(vocab_size=10, optimizer=optimizer, lr_mults=mults)

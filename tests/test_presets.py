@@ -120,6 +120,7 @@ RECIPE_FIELDS = [
     "value_embeds",
     "scalars",
     "optimizer",
+    "lr_mults",
     "schedule",
 ]
 

@@ -61,9 +61,11 @@ class TokenThroughput(L.Callback):
 
     Logs ``train/tokens_per_sec`` and ``train/mfu`` every logging step (over the last
     ``window_size`` batches, through ``pl_module.log``), ``val/tokens_per_sec`` per validation, and
-    keeps totals for the run summary. MFU needs the device's peak FLOP/s: ``peak_flops`` if given,
-    else Lightning's table for known GPUs, else (CPU) a short matmul probe, logged as
-    ``hardware/peak_flops``. All of this happens in ``fit`` only.
+    keeps totals for the run summary. At each validation it also logs ``time/train_seconds``: the
+    seconds spent training so far, over every launch of the run, validation and sample generation
+    excluded (modded-nanogpt's speedrun clock, which stops while it validates). MFU needs the device's
+    peak FLOP/s: ``peak_flops`` if given, else Lightning's table for known GPUs, else (CPU) a short
+    matmul probe, logged as ``hardware/peak_flops``. All of this happens in ``fit`` only.
     """
 
     def __init__(self, window_size: int = 20, peak_flops: float | None = None) -> None:
@@ -79,9 +81,11 @@ class TokenThroughput(L.Callback):
         self.peak_source = "config"
         self.available_flops: float | None = None
         self.tokens_seen = 0  # all launches of the run (saved in checkpoints)
+        self.train_seconds = 0.0  # training seconds of earlier launches (saved in checkpoints)
         self.latest: dict[str, float] = {}
         self._train: Throughput | None = None
         self._excluded = 0.0
+        self._trained = 0.0  # training seconds of this launch, at the end of its latest batch
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -107,7 +111,7 @@ class TokenThroughput(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train = Throughput(available_flops=self.available_flops, window_size=self.window_size)
         self._batches = self._windows = self._tokens = 0
-        self._excluded = 0.0
+        self._excluded = self._trained = 0.0
         self._t0 = self._now(trainer)
         if self.available_flops and trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({"hardware/peak_flops": self.available_flops}, step=trainer.global_step)
@@ -123,8 +127,9 @@ class TokenThroughput(L.Callback):
         self._windows += batch_windows(batch)
         self._tokens += tokens
         flops = getattr(pl_module, "flops_per_batch", None)
+        self._trained = self._now(trainer) - self._t0 - self._excluded
         self._train.update(
-            time=self._now(trainer) - self._t0 - self._excluded,
+            time=self._trained,
             batches=self._batches,
             samples=self._windows,
             lengths=self._tokens,
@@ -152,6 +157,10 @@ class TokenThroughput(L.Callback):
         self._excluded += seconds  # validation inside a training epoch is not training time
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics({"val/tokens_per_sec": rate}, step=trainer.global_step)
+            # At the step val/bpc carries (Lightning's index of the last optimizer step), so a curve
+            # pairs the two by step.
+            trained = self.train_seconds + self._trained  # validation runs between batches
+            trainer.logger.log_metrics({"time/train_seconds": trained}, step=trainer.global_step - 1)
 
     def train_totals(self) -> dict[str, float]:
         """Tokens and seconds of training (validation excluded) in this launch, and mean rates."""
@@ -163,7 +172,9 @@ class TokenThroughput(L.Callback):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tokens_seen": self.tokens_seen}
+        # Checkpoints are written between batches: the clock at the latest batch's end is the run's.
+        return {"tokens_seen": self.tokens_seen, "train_seconds": self.train_seconds + self._trained}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.tokens_seen = int(state_dict.get("tokens_seen", 0))
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from craft.errors import ConfigError
-from craft.model.kernels import Dropout, GeluProj
+from craft.model.kernels import Dropout, GeluProj, ReluSquaredProj
 
 if TYPE_CHECKING:
     from craft.model.config import GPTConfig
@@ -77,7 +77,10 @@ class ReluSquaredMLP(GeluMLP):
     2021, Primer; modded-nanogpt, nanochat): a cheaper and sparser activation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.relu(self.fc(x)).square()))
+        h = self.fc(x)
+        if torch.is_grad_enabled():
+            return self.dropout(ReluSquaredProj.apply(h, self.proj.weight, self.proj.bias))
+        return self.dropout(self.proj(F.relu(h).square()))  # nothing kept without grad; ONNX sees plain ops
 
 
 def swiglu_width(d_hid: int) -> int:
@@ -199,6 +202,28 @@ class ResidualScalars(nn.Module):
 
     def forward(self, layer: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return self.resid[layer].to(x.dtype) * x + self.x0[layer].to(x.dtype) * x0
+
+
+class UNetSkips(nn.Module):
+    """The encoder half's outputs fed to the decoder half (modded-nanogpt): block ``i < n`` saves
+    its output, and block ``L - n + j`` first adds ``weight[j]`` times the output saved by block
+    ``n - 1 - j`` (a stack, last in first out), with ``n = L // 2``; n_layers // 2 parameters,
+    starting at 1."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_layers = config.n_layers
+        self.weight = nn.Parameter(torch.ones(config.n_layers // 2))
+
+    def pop(self, layer: int, x: torch.Tensor, saved: list[torch.Tensor]) -> torch.Tensor:
+        """Before block ``layer``: ``x`` with the matching saved output added (decoder blocks)."""
+        j = layer - (self.n_layers - self.weight.numel())
+        return x + self.weight[j].to(x.dtype) * saved.pop() if j >= 0 else x
+
+    def push(self, layer: int, x: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        """After block ``layer``: keep its output (encoder blocks)."""
+        if layer < self.weight.numel():
+            saved.append(x)
 
 
 class SoftCap(nn.Module):

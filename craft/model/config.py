@@ -43,6 +43,9 @@ class GPTConfig:
             nanochat).
         scalars: Per-layer learned scalars on the residual stream and on the token embedding
             (x0) fed back into every block: x = a_i * x + b_i * x0 (nanochat).
+        unet: U-net skips: the outputs of the first n_layers // 2 blocks, last first, are added to
+            the inputs of the last n_layers // 2 blocks, each with a learned weight starting at 1
+            (modded-nanogpt).
     """
 
     vocab_size: int
@@ -62,6 +65,7 @@ class GPTConfig:
     zero_init: bool = False
     value_embeds: bool = False
     scalars: bool = False
+    unet: bool = False
 
     def __post_init__(self) -> None:
         problems = []

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from craft.model.blocks import QKNorm, ResidualScalars, SoftCap, ValueEmbedding, resolve
+from craft.model.blocks import QKNorm, ResidualScalars, SoftCap, UNetSkips, ValueEmbedding, resolve
 from craft.model.cache import KVCache
 from craft.model.config import GPTConfig
 from craft.model.kernels import Dropout
@@ -89,6 +89,7 @@ class GPT(nn.Module):
             Block(config, value_embed=config.value_embeds and ValueEmbedding.used_by(i, L)) for i in range(L)
         )
         self.scalars = ResidualScalars(config) if config.scalars else None
+        self.skips = UNetSkips(config) if config.unet and config.n_layers >= 2 else None
         self.ln_f = resolve("norm", config.norm)(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_head:
@@ -167,12 +168,17 @@ class GPT(nn.Module):
             # rather than by every layer's attention call from a boolean mask.
             visible = torch.where(self.causal[input_pos], 0.0, float("-inf"))
         x = x0 = self.drop(self.positions.embed(self.tok_emb(idx), input_pos))  # (B, T, C)
+        saved: list[torch.Tensor] = []  # U-net skips: the encoder half's outputs
         for i, block in enumerate(self.blocks):
             if cache is not None:
                 layer_cache = (cache, i, visible)
+            if self.skips is not None:
+                x = self.skips.pop(i, x, saved)
             if self.scalars is not None:
                 x = self.scalars(i, x, x0)
             x = block(x, self.positions, input_pos, layer_cache, idx)
+            if self.skips is not None:
+                self.skips.push(i, x, saved)
         x = self.ln_f(x)
         logits = self.head(x if targets is not None or all_logits else x[:, [-1], :])  # (B, T or 1, V)
         if self.softcap is not None:

@@ -71,3 +71,34 @@ class GeluProj(torch.autograd.Function):
         # GELU's gradient written over grad_h in place: no second d_hid-wide buffer.
         torch.ops.aten.gelu_backward.grad_input(grad_h, h, grad_input=grad_h)
         return grad_h, grad_weight, grad_bias
+
+
+class ReluSquaredProj(torch.autograd.Function):
+    """``linear(relu(h) ** 2, weight, bias)`` that keeps only ``relu(h)`` for the backward pass.
+
+    Plain autograd keeps ``relu(h)`` (for ReLU's and the square's gradients) and its square (for
+    the projection's weight gradient), two ``(B, T, d_hid)`` tensors, and runs three elementwise
+    passes backward (the square's, ReLU's threshold, their product). This keeps ``relu(h)`` alone,
+    recomputes the square for the weight gradient, and writes ``h``'s gradient in one pass: the
+    gradient of ``relu(h) ** 2`` is ``2 * relu(h)``, with the 2 folded into the (small) weight.
+    Gradients equal autograd's (tests/test_model.py); figures in benchmarks/README.md
+    (benchmarks/mlp_recompute.py).
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        r = F.relu(h)
+        ctx.save_for_backward(r, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(r.square(), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        r, weight = ctx.saved_tensors
+        grad_2d = grad.reshape(-1, grad.size(-1))
+        a = r.square().to(grad.dtype)
+        grad_weight = (grad_2d.t() @ a.reshape(-1, a.size(-1))).to(weight.dtype)
+        del a  # one d_hid-wide temporary at a time
+        grad_bias = grad_2d.sum(0).to(weight.dtype) if ctx.has_bias else None
+        grad_h = grad @ (2 * weight).to(grad.dtype)
+        return grad_h.mul_(r.to(grad_h.dtype)).to(r.dtype), grad_weight, grad_bias
