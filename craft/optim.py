@@ -37,7 +37,7 @@ SCHEDULES = ("cosine", "wsd")
 
 def is_muon_matrix(name: str, p: torch.nn.Parameter) -> bool:
     """A block's hidden matrix (qkv, attention and MLP projections): what Muon trains."""
-    return p.ndim == 2 and name.startswith("blocks.") and "emb" not in name
+    return name.startswith("blocks.") and param_role(name, p) == "matrix"
 
 
 def param_role(name: str, p: torch.nn.Parameter) -> str:
