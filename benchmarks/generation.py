@@ -31,9 +31,9 @@ from craft.model import GPT, GPTConfig  # noqa: E402
 from craft.model.decode import compile_step  # noqa: E402
 
 
-def untrained_model(config: str) -> GPT:
+def untrained_model(config: list[str]) -> GPT:
     """A freshly initialised model of a config's shape (vocab 100): weights do not change speed."""
-    cfg = merged_config([config])
+    cfg = merged_config(config)
     torch.manual_seed(0)
     return GPT(GPTConfig.from_section(cfg["model"], vocab_size=100, block_size=cfg["data"]["block_size"], dropout=0.0))
 
@@ -78,7 +78,7 @@ def kernels_per_token(model: GPT) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", nargs="+", required=True, help="one config or several, stacked in order")
     p.add_argument("--ckpt_path", default=None)
     p.add_argument("--new-tokens", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3)

@@ -43,14 +43,16 @@ def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", nargs="+", required=True, help="one config or several, stacked in order")
     p.add_argument("--data.path", dest="data_path", required=True)
     p.add_argument("--model.dropout", dest="dropout", type=float, default=None)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
     args = p.parse_args()
-    cfg = merged_config([args.config])
+    cfg = merged_config(args.config)
     m, d = cfg["model"], cfg["data"]
+    if m.get("optimizer", "adamw") != "adamw":
+        p.error("the plain loop trains with AdamW only: stack configs/presets/classic.yaml or modern.yaml")
     torch.manual_seed(cfg.get("seed_everything", 0))
     dm = TextDataModule(args.data_path, block_size=d["block_size"], batch_size=d["batch_size"], seed=1337)
     dm.setup("fit")

@@ -44,13 +44,12 @@ class StepTimer(L.Callback):
         self.rss.append(rss_bytes())
 
 
-def measure(config: str, steps: int, warmup: int, extra: list[str], monitors: bool = True) -> dict:
+def measure(config: list[str], steps: int, warmup: int, extra: list[str], monitors: bool = True) -> dict:
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as logs:
         cli = CraftCLI(
             args=[
-                "--config",
-                config,
+                *(a for c in config for a in ("--config", c)),
                 "--log_dir",
                 logs,
                 "--trainer.max_steps",
@@ -87,7 +86,7 @@ def measure(config: str, steps: int, warmup: int, extra: list[str], monitors: bo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", nargs="+", required=True, help="one config or several, stacked in order")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--compare-monitors", action="store_true")

@@ -21,9 +21,11 @@ from craft.model.blocks import swiglu_width  # noqa: E402
 PRESETS = [
     ["configs/got_char.yaml"],
     ["configs/got_char_modern.yaml"],
+    ["configs/got_char.yaml", "configs/presets/classic.yaml"],
     ["configs/got_bpe.yaml"],
     ["configs/quickstart.yaml"],
     ["configs/quickstart.yaml", "configs/presets/modern.yaml"],
+    ["configs/quickstart.yaml", "configs/presets/classic.yaml"],
     ["configs/quickstart.yaml", "configs/presets/bpe.yaml"],
 ]
 CHAR_VOCAB = 100  # a char vocabulary is the corpus's symbol count: ~100 for an English book
@@ -50,7 +52,8 @@ def formula(c: GPTConfig) -> int:
     return V * d + positions + L * (2 * norm(d) + attn + mlp) + norm(d) + value_embeds + scalars + unet + head
 
 
-# One row per component on the got_char shape (100-symbol vocabulary), and nanochat's whole recipe.
+# One row per component added to the classic block at the got_char shape (100-symbol vocabulary), and
+# nanochat's whole recipe (the speedrun preset's block).
 COMPONENTS = [
     {},
     {"qk_norm": True},
@@ -80,13 +83,13 @@ COMPONENTS = [
 
 def component_rows() -> list[str]:
     base = GPT(GPTConfig(vocab_size=CHAR_VOCAB, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512))
-    out = ["| got_char shape with | params | vs got_char | non-embedding |", "|---|---:|---:|---:|"]
+    out = ["| got_char shape, classic block, with | params | vs classic | non-embedding |", "|---|---:|---:|---:|"]
     for fields in COMPONENTS:
         c = GPTConfig(vocab_size=CHAR_VOCAB, block_size=256, d_model=128, n_layers=6, n_head=8, d_hid=512, **fields)
         m = GPT(c)
         n = m.num_params()
         assert n == formula(c), (fields, n, formula(c))
-        name = "(nothing: got_char)" if not fields else ", ".join(f"{k}: {str(v).lower()}" for k, v in fields.items())
+        name = ", ".join(f"{k}: {str(v).lower()}" for k, v in fields.items()) or "(nothing: the classic block)"
         if len(fields) > 3:
             name = "all of them (nanochat's recipe, rotary)"
         out.append(f"| {name} | {n:,} | {n - base.num_params():+,} | {m.num_params(non_embedding=True):,} |")

@@ -47,9 +47,9 @@ def test_preset_trains_reloads_and_generates(name, corpus, tmp_path, capsys):
     ckpt = torch.load(ckpt_path, weights_only=True)
     assert ckpt["global_step"] == 3
     hp = ckpt["hyper_parameters"]
-    modern = "modern" in name
-    assert (hp["norm"], hp["mlp"], hp["positions"]) == (
-        ("rmsnorm", "swiglu", "rotary") if modern else ("layernorm", "gelu", "learned")
+    modern = "modern" in name  # the others are the speedrun recipe, the configs' default
+    assert (hp["norm"], hp["mlp"], hp["positions"], hp["optimizer"]) == (
+        ("rmsnorm", "swiglu", "rotary", "adamw") if modern else ("rmsnorm_free", "relu2", "rotary", "muon")
     )
     assert ckpt["tokenizer"]["type"] == ("bpe" if "bpe" in name else "char")
 
@@ -102,10 +102,28 @@ def resolved(*configs: str):
     return config
 
 
+def in_use(config):
+    """The resolved config less the fields its optimizer and schedule never read."""
+    config = config.clone()
+    if config["model.optimizer"] != "muon":
+        del config["model.muon_lr"], config["model.muon_momentum"], config["model.muon_adjust_lr"]
+    if config["model.schedule"] != "wsd":
+        del config["model.decay_fraction"]
+    return config
+
+
 @pytest.mark.parametrize("name, overlay", [("got_char_modern", "modern"), ("got_bpe", "bpe")])
 def test_named_config_is_got_char_plus_its_overlay(name, overlay):
     """The names users type stay, but cannot drift from got_char.yaml and the preset they stand for."""
-    assert resolved(f"configs/{name}.yaml") == resolved("configs/got_char.yaml", f"configs/presets/{overlay}.yaml")
+    named = in_use(resolved(f"configs/{name}.yaml"))
+    assert named == in_use(resolved("configs/got_char.yaml", f"configs/presets/{overlay}.yaml"))
+
+
+@pytest.mark.parametrize("config", ["configs/quickstart.yaml", "configs/got_char.yaml"])
+def test_newcomers_get_the_speedrun_recipe(config):
+    """The quickstart and the headline run train the best recipe: their own YAML is exactly the
+    preset's fields, so the preset's studies (docs/speedrun.md, docs/got_char/) are about them."""
+    assert resolved(config) == resolved(config, "configs/presets/speedrun.yaml")
 
 
 RECIPE_FIELDS = [
@@ -119,7 +137,11 @@ RECIPE_FIELDS = [
     "zero_init",
     "value_embeds",
     "scalars",
+    "unet",
     "optimizer",
+    "lr",
+    "min_lr",
+    "warmup_steps",
     "lr_mults",
     "schedule",
 ]
