@@ -3,8 +3,9 @@
 python docs/gen_speedrun.py
 
 Reads docs/speedrun/results.json (``python -m craft.compare configs/compare/speedrun.yaml``) and,
-where it exists, docs/ablation/results.json (``... configs/compare/ablation.yaml``). A verdict
-needs p < 0.05: "helps" or "hurts" by the sign of the bpc difference, else "neutral".
+where it exists, docs/ablation/results.json (``... configs/compare/ablation.yaml``), or else its MLP
+rows alone, docs/ablation/mlp/results.json (``... configs/compare/mlp.yaml``). A verdict needs
+p < 0.05: "helps" or "hurts" by the sign of the bpc difference, else "neutral".
 """
 
 from __future__ import annotations
@@ -80,12 +81,17 @@ def verdict(c: dict, against: dict, removed: bool) -> tuple[float | None, str]:
     return p, "helps" if helps else "hurts"
 
 
-def ablations(configs: list[dict] | None) -> list[str]:
+def ablations(configs: list[dict] | None, mlp: list[dict] | None) -> list[str]:
+    out = []
     if configs is None:
-        return ["Not run yet: `python -m craft.compare configs/compare/ablation.yaml` (about 4.5 hours)."]
+        out.append("Not run yet: `python -m craft.compare configs/compare/ablation.yaml` (about 4.5 hours).")
+        if mlp is None:
+            return out
+        out += ["Its MLP rows alone (`python -m craft.compare configs/compare/mlp.yaml`, 25 minutes):", ""]
+        configs = mlp
     by_name = {c["name"]: c for c in configs}
-    modern, best = by_name["modern"], by_name["speedrun"]
-    out = [
+    modern, best = by_name["modern"], by_name.get("speedrun")
+    out += [
         "`add_X`: the modern preset with X alone, against the modern preset. `remove_X`: the speedrun",
         "recipe without X, against the recipe. Welch's t-test over 3 seeds each; a verdict needs p < 0.05.",
         "",
@@ -112,7 +118,8 @@ def main() -> None:
         raise SystemExit(
             "docs/speedrun/results.json is missing: run python -m craft.compare configs/compare/speedrun.yaml"
         )
-    for tag, rows in (("records", records(speedrun)), ("ablations", ablations(load("ablation")))):
+    tables = (("records", records(speedrun)), ("ablations", ablations(load("ablation"), load("ablation/mlp"))))
+    for tag, rows in tables:
         block = "\n".join([f"<!-- {tag}: python docs/gen_speedrun.py -->", *rows, f"<!-- end {tag} -->"])
         text = re.sub(rf"<!-- {tag}: .*?<!-- end {tag} -->", lambda _, b=block: b, text, flags=re.S)
     path.write_text(text)

@@ -149,3 +149,37 @@ def test_a_finished_run_asked_for_with_another_plan_is_refused_and_left_as_it_wa
     with pytest.raises(CraftError, match="finished with another config.*move that folder away"):
         run_one(spec, "a-s1337", [str(ROOT / "configs/quickstart.yaml")], 100, ["--seed_everything", "1337"])
     assert json.loads((run / "summary.json").read_text()) == {"val_bpc": 2.0}
+
+
+def test_ablation_verdicts_read_a_removal_the_other_way():
+    """docs/gen_speedrun.py: a row that adds a component helps when it is lower than modern; a row
+    that removes one from the recipe means the component helps when the row is *higher*."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_speedrun", ROOT / "docs" / "gen_speedrun.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+
+    def config(name, finals):
+        mean = sum(finals) / len(finals)
+        std = (sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) ** 0.5
+        return {"name": name, "seeds": [{"val_bpc": x} for x in finals], "bpc_mean": mean, "bpc_std": std}
+
+    modern, speedrun = config("modern", [2.00, 2.01, 2.02]), config("speedrun", [1.80, 1.81, 1.82])
+    rows = [
+        modern,
+        config("add_lower", [1.90, 1.91, 1.92]),  # 0.1 below modern: t = 12.2 on 4 dof, p = 2.6e-4
+        config("add_same", [2.02, 2.00, 2.01]),
+        config("add_higher", [2.10, 2.11, 2.12]),
+        speedrun,
+        config("remove_higher", [1.90, 1.91, 1.92]),  # the recipe is worse without it: it helps
+    ]
+    table = {line.split(" | ")[0].strip("| "): line for line in gen.ablations(rows, None) if line.startswith("| ")}
+    assert table["add_lower"].endswith("| 0.00026 | helps |")
+    assert table["add_same"].endswith("| neutral |")
+    assert table["add_higher"].endswith("| hurts |")
+    assert table["remove_higher"].endswith("| helps |")
+    assert "| speedrun |" in table["remove_higher"]
+    # Without the whole ablation, the MLP rows alone are shown (they have no recipe row to remove from).
+    partial = gen.ablations(None, rows[:4])
+    assert partial[0].startswith("Not run yet") and any(line.startswith("| add_lower") for line in partial)
