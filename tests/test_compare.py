@@ -155,15 +155,15 @@ def test_ablation_verdicts_read_a_removal_the_other_way():
     """docs/gen_speedrun.py: a row that adds a component helps when it is lower than modern; a row
     that removes one from the recipe means the component helps when the row is *higher*."""
     import importlib.util
+    import statistics
 
     spec = importlib.util.spec_from_file_location("gen_speedrun", ROOT / "docs" / "gen_speedrun.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
 
     def config(name, finals):
-        mean = sum(finals) / len(finals)
-        std = (sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) ** 0.5
-        return {"name": name, "seeds": [{"val_bpc": x} for x in finals], "bpc_mean": mean, "bpc_std": std}
+        seeds = [{"val_bpc": x} for x in finals]
+        return {"name": name, "seeds": seeds, "bpc_mean": statistics.mean(finals), "bpc_std": statistics.stdev(finals)}
 
     modern, speedrun = config("modern", [2.00, 2.01, 2.02]), config("speedrun", [1.80, 1.81, 1.82])
     rows = [
