@@ -371,6 +371,9 @@ def write_loop(step_path: Path, out_path: Path, n_layers: int) -> None:
             tensor("token", T.INT64, [1, 1]),
         ],
         [*step.graph.initializer, *inits],
+        # The step's known shapes come along: without them onnxruntime-web 1.30 infers the fused
+        # attention node's output from its packed q, k, v input (3C wide, not C) and refuses the graph.
+        value_info=list(step.graph.value_info),
     )
     shape = [1, *(d.dim_value for d in step.graph.input[2].type.tensor_type.shape.dim[1:])]  # (1, nh, block, hs)
     loop = node(

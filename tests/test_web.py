@@ -24,15 +24,23 @@ from benchmarks.export_runtime import DRIVER, browser_missing, static_server  # 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def web_export(tmp_path_factory):
+# The tiny classic block, and the speedrun recipe (the configs' default) at head size 16, the
+# smallest whose rotary the fused attention node does itself: both export graphs run in the page.
+RECIPES = {"classic": [], "recipe": ["--config", str(ROOT / "configs/presets/speedrun.yaml")]}
+RECIPE_SHAPE = {"classic": [], "recipe": ["--model.d_model", "64"]}
+
+
+@pytest.fixture(scope="module", params=list(RECIPES))
+def web_export(tmp_path_factory, request):
     missing = browser_missing()
     if missing:
         pytest.skip(f"the browser test needs Chromium, node and craft/web's packages: {missing}")
     tmp = tmp_path_factory.mktemp("web")
     corpus = tmp / "corpus.txt"
     corpus.write_text(make_text(40_000), encoding="utf-8")
-    main(["fit", *tiny_args(corpus, tmp / "logs"), "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"])
+    recipe = request.param
+    args = [*RECIPES[recipe], *tiny_args(corpus, tmp / "logs"), *RECIPE_SHAPE[recipe]]
+    main(["fit", *args, "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"])
     ckpt = tmp / "logs" / "tiny" / "checkpoints" / "last.ckpt"
     export(ckpt, tmp / "out", int8=True, web=True)
     return tmp / "out", LanguageModel.load_from_checkpoint(ckpt, weights_only=True).eval()
