@@ -14,7 +14,11 @@ generates in a browser: ``craft/web/``.
 Attention with the cache is onnxruntime's fused ``GroupQueryAttention`` node (``FusedCache``): it
 writes the new keys and values and attends in one call, and when the runtime binds the same
 buffer as a layer's cache input and output it writes in place, so a step moves no cache at all.
-A head size that node cannot take (not a multiple of 8) exports the plain traced ops instead.
+With rotary positions the same node also rotates the queries and keys (head sizes that are
+multiples of 16; other sizes export the traced rotation). A head size that node
+cannot take (not a multiple of 8) exports the plain traced ops instead. Parameter-free RMSNorm
+(the norm and QK-norm of the speedrun recipe) exports as onnxruntime's one-node
+``SimplifiedLayerNormalization`` (``fused_parts``); its fusions match the learned-scale norm only.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import craft
 from craft.checkpoint import PART_FIELDS, option
 from craft.errors import CraftError
 from craft.model import GPT
+from craft.model.blocks import FreeRMSNorm, RotaryPositions
 from craft.model.cache import KVCache
 from craft.model.config import ARCHITECTURE_FIELDS
 
@@ -49,6 +54,7 @@ OPSET = 18
 #     positions of one call to be consecutive, and to start at 0 when there is more than one.
 FORMAT = "craft-onnx-decoder/3"
 FUSED_HEAD_MULTIPLE = 8  # GroupQueryAttention's head sizes
+ROTARY_HEAD_MULTIPLE = 16  # ... when it also rotates (do_rotary)
 
 
 class FusedCache(KVCache):
@@ -60,17 +66,27 @@ class FusedCache(KVCache):
     slots after the past ones and attends causally over the filled slots: the same as the masked
     attention of ``KVCache.attend`` when the positions of a call are consecutive (a prefill from 0,
     or one new token), which is how every craft runtime calls the graph.
+
+    With ``rotary`` (the ``cos`` and ``sin`` tables of ``RotaryPositions``, ``(block, hs/2)`` each)
+    the node also rotates the queries and keys it is given, at those same positions, in the
+    half-split layout of ``RotaryPositions`` (``rotary_interleaved`` 0).
     """
+
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def attend(self, layer, input_pos, q, k, v, visible):
         B, nh, T, hs = q.shape
         packed = torch.cat([t.transpose(1, 2).reshape(B, T, nh * hs) for t in (q, k, v)], dim=-1)
         total = (input_pos[-1:] + 1).to(torch.int32)  # (1,): slots filled after this call
         keys, values = self.keys[layer], self.values[layer]
+        inputs = (packed, None, None, keys, values, (total - 1).expand(B), total)
+        attrs = {"num_heads": nh, "kv_num_heads": nh, "scale": 1.0 / math.sqrt(hs)}
+        if self.rotary is not None:
+            inputs, attrs = (*inputs, *self.rotary), {**attrs, "do_rotary": 1, "rotary_interleaved": 0}
         y, keys, values = torch.onnx.ops.symbolic_multi_out(
             "com.microsoft::GroupQueryAttention",
-            (packed, None, None, keys, values, (total - 1).expand(B), total),
-            {"num_heads": nh, "kv_num_heads": nh, "scale": 1.0 / math.sqrt(hs)},
+            inputs,
+            attrs,
             dtypes=(q.dtype, keys.dtype, values.dtype),
             shapes=((B, T, nh * hs), keys.shape, values.shape),
             version=1,
@@ -99,8 +115,43 @@ class ExportStep(nn.Module):
             cache = FusedCache.from_buffers(list(buffers))
         else:
             cache = KVCache.from_buffers([b.clone() for b in buffers])
-        logits, _ = self.gpt(ids, cache=cache, input_pos=input_pos, all_logits=True)
+        with fused_parts(self.gpt, cache):
+            logits, _ = self.gpt(ids, cache=cache, input_pos=input_pos, all_logits=True)
         return (logits, *cache.buffers())
+
+
+def simplified_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last axis as onnxruntime's ``SimplifiedLayerNormalization`` node, scale 1
+    (for export only): ``x / sqrt(mean(x^2) + eps)``, as ``nn.RMSNorm`` without a learned scale."""
+    ones = torch.ones(x.size(-1), dtype=x.dtype)
+    attrs = {"axis": -1, "epsilon": eps, "stash_type": 1}
+    return torch.onnx.ops.symbolic("SimplifiedLayerNormalization", (x, ones), attrs, dtype=x.dtype, shape=x.shape)
+
+
+@contextlib.contextmanager
+def fused_parts(gpt: GPT, cache: KVCache):
+    """Export-only stand-ins for parts that onnxruntime runs as one node but whose traced ops its
+    fusions do not match: each parameter-free RMSNorm becomes one ``SimplifiedLayerNormalization``,
+    and with the fused attention node rotary positions are left to that node (``FusedCache.rotary``;
+    it rotates head sizes that are multiples of 16).
+    Only the exact classes are replaced (a subclass may compute something else); ``check_parity``
+    runs the graph against PyTorch either way."""
+    replaced: list[tuple[nn.Module, str]] = []
+    for m in gpt.modules():
+        if type(m) is FreeRMSNorm:
+            eps = m.eps if m.eps is not None else torch.finfo(torch.float32).eps
+            m.forward = lambda x, eps=eps: simplified_norm(x, eps)
+            replaced.append((m, "forward"))
+    rotary = type(gpt.positions) is RotaryPositions and gpt.config.head_size % ROTARY_HEAD_MULTIPLE == 0
+    if isinstance(cache, FusedCache) and rotary:
+        cache.rotary = (gpt.positions.cos, gpt.positions.sin)
+        gpt.positions.rotate = lambda q, k, pos: (q, k)
+        replaced.append((gpt.positions, "rotate"))
+    try:
+        yield
+    finally:
+        for m, name in replaced:
+            delattr(m, name)  # the instance attribute goes; the class's method is back
 
 
 def can_fuse(config) -> bool:
@@ -179,13 +230,18 @@ def value_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
 
 def drop_round_trips(model: onnx.ModelProto) -> int:
     """Remove what only undoes itself: a Reshape of a Reshape back to the first one's input shape
-    (the view to heads and back around the fused attention), and a Concat of a Split's outputs in
-    order (the q, k, v split packed again). The exporter keeps them, with shapes it cannot prove
-    equal at run time, and onnxruntime's optimizers leave them too; each is a node per layer per
-    token. Returns how many values were replaced."""
+    (the view to heads and back around the fused attention), a Concat of a Split's outputs in
+    order (the q, k, v split packed again), and a Transpose and its inverse around a norm over the
+    last axis that both keep in place (QK-norm's heads-first layout and back). The exporter keeps
+    them, with shapes it cannot prove equal at run time, and onnxruntime's optimizers leave them
+    too; each is a node per layer per token. Returns how many values were replaced."""
     g = model.graph
     shapes = value_shapes(model)
     producer = {o: n for n in g.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for name in n.input:
+            uses[name] = uses.get(name, 0) + 1
     outputs = {o.name for o in g.output}
     same: dict[str, str] = {}  # value -> the earlier value it equals
     for n in g.node:  # in topological order, so a node's inputs are already resolved
@@ -200,6 +256,19 @@ def drop_round_trips(model: onnx.ModelProto) -> int:
         elif n.op_type == "Concat" and src is not None and src.op_type == "Split":
             if list(n.input) == list(src.output) and _axis(n, shapes) == _axis(src, shapes):
                 same[n.output[0]] = src.input[0]
+        elif n.op_type == "Transpose" and src is not None and src.op_type == "SimplifiedLayerNormalization":
+            pre = producer.get(src.input[0])
+            if pre is None or pre.op_type != "Transpose" or uses.get(src.output[0]) != 1:
+                continue
+            perm, back = _perm(pre), _perm(n)
+            last = len(perm) - 1
+            if perm and back and perm[last] == last and _axis(src, shapes) == last:
+                if [perm[i] for i in back] == list(range(len(perm))):
+                    src.input[0] = pre.input[0]  # the norm now runs in the layout before both
+                    same[n.output[0]] = src.output[0]
+                    kept = [v for v in g.value_info if v.name != src.output[0]]  # its shape changed
+                    del g.value_info[:]
+                    g.value_info.extend(kept)
     live, needed = [], {o.name for o in g.output}
     for n in reversed(g.node):  # keep what the outputs still need
         if any(o in needed for o in n.output):
@@ -208,6 +277,10 @@ def drop_round_trips(model: onnx.ModelProto) -> int:
     del g.node[:]
     g.node.extend(reversed(live))
     return len(same)
+
+
+def _perm(node: onnx.NodeProto) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
 
 
 def _axis(node: onnx.NodeProto, shapes: dict[str, tuple]) -> int | None:

@@ -101,6 +101,50 @@ def test_unfusable_head_size_writes_the_cache_with_one_scatter_each(tmp_path):
     assert {n.input[0] for n in graph.node if n.op_type == "ScatterElements"} == {"k_0", "v_0", "k_1", "v_1"}
 
 
+def test_the_recipe_exports_its_norms_and_rotary_as_fused_nodes(tmp_path):
+    """The speedrun recipe's parameter-free RMSNorm and QK-norm export as onnxruntime's
+    SimplifiedLayerNormalization nodes (its fusions match only the learned-scale norm's ops), rotary
+    runs inside each GroupQueryAttention node (head size 16: the node rotates multiples of 16 only;
+    smaller heads keep the traced rotation, as the next test's do), and no Transpose is left around
+    QK-norm. Logits match
+    PyTorch over a prefill and one-token steps to the end of the block, where rotary turns most."""
+    import onnxruntime as ort
+
+    from craft.export import buffer_names, export_onnx, save_ort_optimized
+    from craft.model import GPT
+    from craft.model.cache import KVCache
+    from craft.model.config import GPTConfig
+
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=40, block_size=16, d_model=64, n_layers=2, n_head=4, d_hid=48, **ALL_COMPONENTS)
+    gpt = perturbed(GPT(config)).eval()
+    export_onnx(gpt, tmp_path / "traced.onnx")
+    save_ort_optimized(tmp_path / "traced.onnx", tmp_path / "m.onnx")  # as craft.export writes model.onnx
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    norms = ops.count("SimplifiedLayerNormalization") + ops.count("SkipSimplifiedLayerNormalization")
+    assert norms == 2 * 2 + 2 * 2 + 1  # two per block, QK-norm's two per layer, the final one
+    assert not {"ReduceMean", "Sqrt", "Reciprocal"} & set(ops) and ops.count("Pow") == 2  # ReLU^2's, one per layer
+    assert not {"Transpose", "GatherND", "Sin", "Cos"} & set(ops)
+    gqa = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(gqa) == 2 and all(
+        {a.name: a.i for a in n.attribute}.get("do_rotary") == 1 and len(n.input) == 9 for n in gqa
+    )
+
+    ids = torch.randint(0, 40, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = gpt(ids, all_logits=True)[0].numpy()
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    buffers = [b.numpy() for b in KVCache.empty(config, 1).buffers()]
+    names = ["ids", "input_pos", *buffer_names(2)]
+    got = []
+    for start, end in [(0, 5), *((t, t + 1) for t in range(5, 16))]:
+        feeds = dict(zip(names, [ids[:, start:end].numpy(), np.arange(start, end), *buffers], strict=True))
+        logits, *buffers = session.run(None, feeds)
+        got.append(logits)
+    assert np.abs(np.concatenate(got, axis=1) - expected).max() <= LOGITS_ATOL
+
+
 @pytest.mark.parametrize(
     "mlp, norm, components",
     [
