@@ -9,8 +9,9 @@
   as modded-nanogpt and nanochat do. Muon is only for hidden matrices: an embedding is a lookup
   table and the head maps to a distribution, and both do better with Adam.
 
-  torch's Newton-Schulz iteration runs in bfloat16, which a CPU without bf16 units runs many times
-  slower than float32 (figures: benchmarks/README.md, "Muon against AdamW"). On CPU, ``MuonAdamW``
+  torch's Newton-Schulz iteration always casts to bfloat16, and torch's CPU bfloat16 ``addmm`` runs
+  many times slower than float32 on a CPU without AMX (figures: benchmarks/README.md, "Muon against
+  AdamW"). On CPU, ``MuonAdamW``
   therefore runs torch's own Muon step with the same iteration (torch's coefficients, steps and
   eps) in float32 (``newton_schulz_fp32``); elsewhere torch's runs unchanged.
 
