@@ -11,7 +11,10 @@ first runs its learning rates (``lr`` and ``muon_lr`` times each factor) on the 
 best factor then runs on the other seeds; with ``lr_grid_extend``, a best factor at the grid's edge
 first grows the grid past it, one factor at a time. The results go to ``<out>/results.md`` (tables, samples,
 plot with seed bands) and ``results.json``. Runs already finished are reused and interrupted ones
-resumed, so a long study can be re-run after a stop and only does the missing work.
+resumed, so a long study can be re-run after a stop and only does the missing work. Each finished
+run also leaves a small record in ``<records>/<run>.json`` (default ``<out>/runs``: its plan, summary,
+val curve and, for a config's first seed, its sample and int8 score). Commit the records and a study
+carries on from them on another machine or a fresh clone, where ``logs/`` and its checkpoints are gone.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Spec:
     lr_grid_extend: int = 0  # times a grid whose best is at its edge grows one factor past it
     int8: bool = True  # also score each config's first seed after int8 ONNX export
     int8_windows: int = 64  # validation windows for that score
+    records: str | None = None  # where each finished run's record goes (default: <out>/runs)
 
     @classmethod
     def load(cls, path: Path) -> Spec:
@@ -68,6 +72,9 @@ class Spec:
             raise CraftError(f"lr_grid_extend must be a count >= 0, got {spec.lr_grid_extend!r}")
         spec.lr_grid = [float(f) for f in spec.lr_grid]  # 1 and 1.0 name one run and one column
         return spec
+
+    def record_file(self, experiment: str) -> Path:
+        return Path(self.records or Path(self.out) / "runs") / f"{experiment}.json"
 
     @property
     def seed_list(self) -> list[int]:
@@ -130,7 +137,27 @@ def merged_config(files: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_one(spec: Spec, experiment: str, configs: list[str], steps: int, extra: list[str]) -> dict[str, Any]:
+def read_record(spec: Spec, experiment: str) -> dict[str, Any] | None:
+    file = spec.record_file(experiment)
+    if not file.exists():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CraftError(f"cannot read the record {file}: {e}; move it away to run {experiment!r} again") from None
+
+
+def write_record(spec: Spec, experiment: str, record: dict[str, Any]) -> None:
+    file = spec.record_file(experiment)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(file)
+
+
+def run_one(
+    spec: Spec, experiment: str, configs: list[str], steps: int, extra: list[str], tokens_per_step: int
+) -> dict[str, Any]:
     run_dir = Path(spec.log_dir) / experiment
     summary_file, done_file = run_dir / "summary.json", run_dir / "compare_done.json"
     # What the run is: a finished run is reused only if its whole config and arguments are the same.
@@ -141,8 +168,18 @@ def run_one(spec: Spec, experiment: str, configs: list[str], steps: int, extra: 
             f"run {experiment!r} in {run_dir} finished with another config, arguments or budget than this "
             "comparison asks for: move that folder away (or delete it) to run it again"
         )
+    record = read_record(spec, experiment)
+    if record is not None and record.get("plan") != plan:
+        raise CraftError(
+            f"the record {spec.record_file(experiment)} is of a run with another config, arguments or budget "
+            f"than this comparison asks for: move it away (or delete it) to run {experiment!r} again"
+        )
     if done_file.exists() and summary_file.exists():
         print(f"craft.compare: {experiment}: finished earlier, reusing {summary_file}", flush=True)
+    elif record is not None:
+        print(f"craft.compare: {experiment}: finished earlier, reusing {spec.record_file(experiment)}", flush=True)
+        summary = record["summary"]
+        return {"experiment": experiment, "configs": configs, "steps": steps, **summary, "curve": record["curve"]}
     else:
         cmd = [sys.executable, "-m", "craft", "fit"]
         cmd += [a for c in configs for a in ("--config", c)]
@@ -162,7 +199,41 @@ def run_one(spec: Spec, experiment: str, configs: list[str], steps: int, extra: 
     for key in ("last_checkpoint", "best_checkpoint"):  # relative: results.json is committed and shared
         if summary.get(key):
             summary[key] = os.path.relpath(summary[key])
-    return {"experiment": experiment, "configs": configs, "steps": steps, **summary}
+    curve = val_curve(run_dir, tokens_per_step)
+    if record is None or record["summary"] != summary or record["curve"] != curve:
+        write_record(spec, experiment, {"plan": plan, "summary": summary, "curve": curve})
+    return {"experiment": experiment, "configs": configs, "steps": steps, **summary, "curve": curve}
+
+
+def first_seed_scores(spec: Spec, c: dict[str, Any]) -> None:
+    """The config's sample (and int8 score) from its first seed's checkpoint, kept in that run's
+    record: once measured, a later study reads them from there, with or without the checkpoint."""
+    first = c["seeds"][0]
+    record = read_record(spec, first["experiment"]) or {}
+    want = {"prompt": spec.prompt, "tokens": spec.sample_tokens}
+    if record.get("sample", {}).get("asked") == want:
+        c["sample"] = record["sample"]["text"]
+    else:
+        c["sample"] = sample(checkpoint_of(first), spec)
+        record["sample"] = {"asked": want, "text": c["sample"]}
+    if spec.int8:
+        if record.get("int8", {}).get("windows_asked") == spec.int8_windows:
+            c["int8"] = record["int8"]["scores"]
+        else:
+            c["int8"] = int8_bpc(checkpoint_of(first), first["data"], spec.int8_windows)
+            record["int8"] = {"windows_asked": spec.int8_windows, "scores": c["int8"]}
+    if "plan" in record:  # a run that has a record (every run of this version does)
+        write_record(spec, first["experiment"], record)
+
+
+def checkpoint_of(run: dict[str, Any]) -> str:
+    ckpt = run.get("last_checkpoint")
+    if not ckpt or not Path(ckpt).exists():
+        raise CraftError(
+            f"run {run['experiment']!r} has no checkpoint here ({ckpt}) and its record no sample or int8 score "
+            "for these settings: move its record and log folder away to train it again"
+        )
+    return ckpt
 
 
 def sample(ckpt: str, spec: Spec) -> str:
@@ -371,10 +442,9 @@ def run_config(spec: Spec, name: str) -> dict[str, Any]:
         args = ["--seed_everything", str(seed), *extra]
         if factor != 1.0:
             args += ["--model.lr", f"{lr * factor:.6g}", "--model.muon_lr", f"{muon_lr * factor:.6g}"]
-        r = run_one(spec, experiment, configs, steps, args)
+        r = run_one(spec, experiment, configs, steps, args, tokens_per_step)
         r["seed"], r["lr_factor"] = seed, factor
         r["data"] = data_section(configs, [*spec.args, *args])
-        r["curve"] = val_curve(Path(spec.log_dir) / experiment, tokens_per_step)
         return r
 
     grid = {f: one(seeds[0], f) for f in spec.lr_grid}
@@ -433,13 +503,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         spec = Spec.load(args.spec)
         started = time.strftime("%Y-%m-%d")
-        configs = [run_config(spec, name) for name in spec.runs]
+        configs = []
+        for name in spec.runs:
+            configs.append(run_config(spec, name))
+            first_seed_scores(spec, configs[-1])  # now, while the checkpoint is surely here
         summarize(spec, configs)
-        for c in configs:
-            first = c["seeds"][0]
-            c["sample"] = sample(first["last_checkpoint"], spec)
-            if spec.int8:
-                c["int8"] = int8_bpc(first["last_checkpoint"], first["data"], spec.int8_windows)
         out = Path(spec.out)
         out.mkdir(parents=True, exist_ok=True)
         import torch

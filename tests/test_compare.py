@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -135,6 +136,17 @@ def test_compare_runs_seeds_and_an_lr_grid_writes_statistics_and_reuses_finished
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished earlier, reusing") == 8  # 2 configs x (3 grid points + 1 seed)
 
+    # A fresh clone has the committed records and no logs/: the study carries on from the records,
+    # trains nothing and writes the same results, samples and int8 scores included.
+    records = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert len(records) == 8 and all(json.loads((tmp_path / "out" / "runs" / r).read_text())["plan"] for r in records)
+    shutil.rmtree(tmp_path / "logs")
+    fresh = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert fresh.stdout.count("out/runs/") == 8 and "craft fit" not in fresh.stdout
+    assert not (tmp_path / "logs").exists()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["configs"] == configs
+
 
 def test_a_finished_run_asked_for_with_another_plan_is_refused_and_left_as_it_was(tmp_path):
     from craft.compare import run_one
@@ -147,8 +159,18 @@ def test_a_finished_run_asked_for_with_another_plan_is_refused_and_left_as_it_wa
     (run / "compare_done.json").write_text(json.dumps(done) + "\n")
     (run / "summary.json").write_text('{"val_bpc": 2.0}\n')
     with pytest.raises(CraftError, match="finished with another config.*move that folder away"):
-        run_one(spec, "a-s1337", [str(ROOT / "configs/quickstart.yaml")], 100, ["--seed_everything", "1337"])
+        run_one(spec, "a-s1337", [str(ROOT / "configs/quickstart.yaml")], 100, ["--seed_everything", "1337"], 4096)
     assert json.loads((run / "summary.json").read_text()) == {"val_bpc": 2.0}
+
+    # The same for a run known only from its committed record (a fresh clone, no log folder).
+    shutil.rmtree(run)
+    spec.out = str(tmp_path / "out")
+    record = spec.record_file("a-s1337")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"plan": done, "summary": {"val_bpc": 2.0}, "curve": {}}) + "\n")
+    with pytest.raises(CraftError, match="record .*a-s1337.json is of a run with another config.*move it away"):
+        run_one(spec, "a-s1337", [str(ROOT / "configs/quickstart.yaml")], 100, ["--seed_everything", "1337"], 4096)
+    assert json.loads(record.read_text())["summary"] == {"val_bpc": 2.0} and not run.exists()
 
 
 def test_ablation_verdicts_read_a_removal_the_other_way():
