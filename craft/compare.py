@@ -306,34 +306,60 @@ def val_curve(run_dir: Path, tokens_per_step: int) -> dict[str, list[float]]:
 
 
 def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Val bpc against tokens and against seconds: each config's mean over seeds, with a band from
-    the lowest to the highest seed."""
+    """Val bpc against tokens and against seconds (each config's mean over seeds, with a band from the
+    lowest to the highest seed), and below them each config's final val bpc: mean ± std, its seeds as
+    dots, the baseline's mean as a line, so a study of many configs still reads at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for c in configs:
+    n = len(configs)
+    palette = plt.get_cmap("tab10" if n <= 10 else "tab20").colors
+    fig = plt.figure(figsize=(11, 4.2 + 0.25 * n + 0.8))
+    grid = fig.add_gridspec(2, 2, height_ratios=[4.2, 0.25 * n + 0.8])
+    by_tokens = fig.add_subplot(grid[0, 0])
+    by_time = fig.add_subplot(grid[0, 1], sharey=by_tokens)
+    finals = fig.add_subplot(grid[1, :])
+    for i, c in enumerate(configs):
+        color, style = palette[i % len(palette)], "-" if i < len(palette) else "--"
         curves = [r["curve"] for r in c["seeds"]]
-        n = min(len(k["val_bpc"]) for k in curves)
-        bpc = [[k["val_bpc"][i] for k in curves] for i in range(n)]
+        k = min(len(curve["val_bpc"]) for curve in curves)
+        bpc = [[curve["val_bpc"][j] for curve in curves] for j in range(k)]
         mean = [sum(b) / len(b) for b in bpc]
         low, high = [min(b) for b in bpc], [max(b) for b in bpc]
-        tokens = [t / 1e6 for t in curves[0]["tokens"][:n]]
-        seconds = [sum(k["seconds"][i] for k in curves) / len(curves) for i in range(n)]
+        tokens = [t / 1e6 for t in curves[0]["tokens"][:k]]
+        seconds = [sum(curve["seconds"][j] for curve in curves) / len(curves) for j in range(k)]
         label = f"{c['name']} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
         for ax, x in ((by_tokens, tokens), (by_time, seconds)):
-            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
+            ax.plot(x, mean, style, color=color, marker="o", markersize=3, label=label)
             if len(curves) > 1:
-                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+                ax.fill_between(x, low, high, color=color, alpha=0.15)
+        last = [r["val_bpc"] for r in c["seeds"]]
+        m, s = mean_std(last)
+        y = n - 1 - i  # the first config on top
+        finals.errorbar(m, y, xerr=s, fmt="o", color=color, capsize=3)
+        finals.scatter(last, [y] * len(last), s=10, color=color, alpha=0.5)
+        if c["name"] == configs[0].get("baseline"):
+            finals.axvline(m, color="grey", linestyle=":", label=f"{c['name']} (baseline) mean")
     by_tokens.set(xlabel="training tokens (millions)", ylabel="val bits per character", title=title)
     by_time.set(xlabel="training seconds (validation excluded, this machine)", title="same runs against time")
-    for ax in (by_tokens, by_time):
+    finals.set(
+        yticks=range(n),
+        yticklabels=[c["name"] for c in reversed(configs)],
+        ylim=(-0.7, n - 0.3),
+        xlabel="final val bpc: mean ± std over seeds (dots: the seeds)",
+    )
+    for ax in (by_tokens, by_time, finals):
         ax.grid(alpha=0.3)
-    by_tokens.legend(fontsize=8)
+    if n <= 8:
+        by_tokens.legend(fontsize=8)
+    else:  # too many to sit over the curves
+        by_time.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if any(c["name"] == configs[0].get("baseline") for c in configs):
+        finals.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
