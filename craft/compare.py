@@ -394,9 +394,16 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
             if configs[0]["target"] is not None
             else ""
         ),
+        (
+            f"The int8 column scores the first seed's model on the first {spec.int8_windows} validation windows, "
+            "in PyTorch and after int8 ONNX export: Δ is the cost of the export, and its bpc is of those windows "
+            "alone, not of the whole validation text."
+            if spec.int8
+            else ""
+        ),
         "",
         "| config | overlays | params | tokens | seeds | tokens/s | val bpc (mean ± std) | p vs baseline "
-        "| tokens to target | seconds to target | int8 ONNX val bpc (Δ) | lr factor |",
+        "| tokens to target | seconds to target | int8 ONNX bpc (Δ vs PyTorch) | lr factor |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in configs:
