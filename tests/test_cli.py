@@ -54,6 +54,7 @@ def test_fresh_fit_refuses_to_overwrite_and_last_requires_a_checkpoint(corpus, t
     assert (logs / "tiny" / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
+@pytest.mark.slow  # a fit and a predict subprocess
 def test_predict_from_checkpoint_without_corpus(corpus, tmp_path):
     logs = tmp_path / "logs"
     main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "10"])
@@ -142,6 +143,7 @@ def test_resume_from_an_older_checkpoint_purges_the_replayed_steps(corpus, tmp_p
     assert steps == list(range(12))
 
 
+@pytest.mark.slow  # two predict subprocesses
 def test_predict_prints_the_text_and_crafts_own_notes_only(tiny_run, tmp_path):
     """No Lightning banners, tips, progress bars or library deprecations around the generated text;
     CRAFT_DEBUG=1 brings them back."""

@@ -92,6 +92,7 @@ def masked_export(tmp_path, **parts):
     return onnx.load(str(tmp_path / "m.onnx")).graph
 
 
+@pytest.mark.slow  # an export with parity checks
 def test_unfusable_head_size_writes_the_cache_with_one_scatter_each(tmp_path):
     """Each cache buffer is written by one ScatterElements along its slot axis; ScatterND (the default
     lowering of index_copy) would wrap every write in two transposes of the whole buffer."""

@@ -58,6 +58,7 @@ def test_bpe_encodes_text_it_never_saw():
     assert tok.decode(tok.encode(text)) == text
 
 
+@pytest.mark.slow  # trains a BPE on a large text
 def test_bpe_bulk_encoding_is_tiktoken_with_the_ids_of_tokenizers(tmp_path):
     pytest.importorskip("tiktoken", reason="tiktoken (craft[data]) is the fast bulk encoder")
     write_builtin_corpus("pydoc", tmp_path / "pydoc.txt")
