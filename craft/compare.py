@@ -308,13 +308,14 @@ def val_curve(run_dir: Path, tokens_per_step: int) -> dict[str, list[float]]:
 def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
     """Val bpc against tokens and against seconds (each config's mean over seeds, with a band from the
     lowest to the highest seed), and below them each config's final val bpc: mean ± std, its seeds as
-    dots, the baseline's mean as a line, so a study of many configs still reads at a glance."""
+    dots, the baseline's mean as a line, so a study of many configs still reads at a glance. Takes the
+    configs after ``summarize``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(configs)
+    n, baseline = len(configs), configs[0].get("baseline")
     palette = plt.get_cmap("tab10" if n <= 10 else "tab20").colors
     fig = plt.figure(figsize=(11, 4.2 + 0.25 * n + 0.8))
     grid = fig.add_gridspec(2, 2, height_ratios=[4.2, 0.25 * n + 0.8])
@@ -336,12 +337,11 @@ def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
             if len(curves) > 1:
                 ax.fill_between(x, low, high, color=color, alpha=0.15)
         last = [r["val_bpc"] for r in c["seeds"]]
-        m, s = mean_std(last)
         y = n - 1 - i  # the first config on top
-        finals.errorbar(m, y, xerr=s, fmt="o", color=color, capsize=3)
+        finals.errorbar(c["bpc_mean"], y, xerr=c["bpc_std"], fmt="o", color=color, capsize=3)
         finals.scatter(last, [y] * len(last), s=10, color=color, alpha=0.5)
-        if c["name"] == configs[0].get("baseline"):
-            finals.axvline(m, color="grey", linestyle=":", label=f"{c['name']} (baseline) mean")
+        if c["name"] == baseline:
+            finals.axvline(c["bpc_mean"], color="grey", linestyle=":", label=f"{baseline} (baseline) mean")
     by_tokens.set(xlabel="training tokens (millions)", ylabel="val bits per character", title=title)
     by_time.set(xlabel="training seconds (validation excluded, this machine)", title="same runs against time")
     finals.set(
@@ -356,7 +356,7 @@ def plot(configs: list[dict[str, Any]], path: Path, title: str) -> None:
         by_tokens.legend(fontsize=8)
     else:  # too many to sit over the curves
         by_time.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    if any(c["name"] == configs[0].get("baseline") for c in configs):
+    if any(c["name"] == baseline for c in configs):
         finals.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
