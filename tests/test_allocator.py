@@ -45,7 +45,7 @@ def test_the_process_is_re_executed_under_tcmalloc_once():
     assert kept.stdout.strip() == "False" and "craft: using" not in kept.stderr
 
 
-@pytest.mark.slow  # a fit subprocess
+@pytest.mark.slow  # a `craft fit --help` subprocess, which imports Lightning
 @linux_tcmalloc
 def test_the_cli_runs_under_tcmalloc():
     out = subprocess.run([*python_cmd(), "fit", "--help"], env=env(), capture_output=True, text=True, timeout=120)
