@@ -9,6 +9,10 @@ Two guarantees, for every entry point that reads a checkpoint (the CLI subcomman
    the caller names for that same field in this call (``--model.norm mylab.norms.DyT``). Anything
    else is refused with one line before anything is imported: a ``last.ckpt`` shared beside a
    ``.py`` file it names cannot make craft run that file.
+3. Lightning's own reserved hyper-parameter keys (``_instantiator``, ``_class_path``: Lightning
+   imports what they name when it rebuilds a module) are refused unless they hold exactly what
+   craft writes, whichever Lightning release is installed (2.6.6 added an allowlist of its own;
+   pyproject.toml requires it as a second line of defence).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from craft.model.blocks import REGISTRY
 from craft.model.config import ARCHITECTURE_FIELDS
 
 PART_FIELDS = tuple(REGISTRY)  # the config fields that name a class: norm, mlp, positions
+
+# Lightning reserves hyper-parameter keys that start with "_" (``_instantiator``, ``_class_path``)
+# and imports what they name. craft writes exactly one, through LightningCLI; any other is refused.
+CRAFT_RESERVED = {"_instantiator": "lightning.pytorch.cli.instantiate_module"}
+HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters")
 
 # How the caller trusts a name: given the field ("norm", ..., "tokenizer") and the name, the words
 # of the hint ("pass --model.norm X yourself").
@@ -73,6 +82,7 @@ def check_names(checkpoint: dict[str, Any], trusted: Mapping[str, Any], hint: Hi
     ``trusted`` maps a field (``norm``, ``mlp``, ``positions``, ``tokenizer``) to the import path
     the caller gave for it in this call (or None). Nothing is imported here.
     """
+    check_reserved(checkpoint)
     hparams = checkpoint.get("hyper_parameters") or {}
     for field in PART_FIELDS:
         name = hparams.get(field)
@@ -101,6 +111,28 @@ def check_names(checkpoint: dict[str, Any], trusted: Mapping[str, Any], hint: Hi
         f"the checkpoint's tokenizer is {class_path!r} (type {kind!r}), not a built-in one "
         f"({', '.join(BUILTIN_TOKENIZERS)}); craft imports nothing a checkpoint names: {hint('tokenizer', class_path)}"
     )
+
+
+def check_reserved(checkpoint: dict[str, Any]) -> None:
+    """Refuse a Lightning-reserved hyper-parameter (a key starting with ``_``) that craft did not write."""
+    for section in HPARAM_SECTIONS:
+        hparams = checkpoint.get(section)
+        if not hparams:
+            continue
+        if not isinstance(hparams, Mapping):
+            raise CraftError(
+                f"the checkpoint's {section} is a {type(hparams).__name__}, not a mapping; it was not written by craft"
+            )
+        for key, value in hparams.items():
+            if not (isinstance(key, str) and key.startswith("_")) or (
+                section == "hyper_parameters" and CRAFT_RESERVED.get(key) == value
+            ):
+                continue
+            raise CraftError(
+                f"the checkpoint's {section}[{key!r}] is {value!r}, a name Lightning would import; "
+                "craft imports nothing a checkpoint names and never writes this, so the file was altered: "
+                "use a checkpoint from a run you made"
+            )
 
 
 # -- the CLI's --ckpt_path ---------------------------------------------------------------------

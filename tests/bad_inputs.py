@@ -56,12 +56,19 @@ class Case:
     module: str = "craft"  # run as `python -m <module>`: craft, or craft.export
 
 
-# A module in the current folder that a tampered checkpoint names: importing it leaves a marker.
-CANARY = "from pathlib import Path\nPath(__file__).with_name('imported').write_text('imported')\n"
+# A module in the current folder that a tampered checkpoint names: importing it leaves a marker,
+# and calling its f (as Lightning calls an ``_instantiator``) ends the process.
+CANARY = (
+    "from pathlib import Path\nPath(__file__).with_name('imported').write_text('imported')\n"
+    "def f(*args, **kwargs):\n    raise SystemExit('canary ran')\n"
+)
 
 
-def tamper(src: Path, dst: Path, norm: str | None = None, tokenizer: dict | None = None) -> Path:
-    """A copy of checkpoint ``src`` written with ``torch.save``, only the given names changed."""
+def tamper(
+    src: Path, dst: Path, norm: str | None = None, tokenizer: dict | None = None, hparams: dict | None = None
+) -> Path:
+    """A copy of checkpoint ``src`` written with ``torch.save``, only the given names changed
+    (``hparams`` sets hyper-parameters, e.g. Lightning's reserved ``_instantiator``)."""
     import torch
 
     checkpoint = torch.load(src, weights_only=True)
@@ -69,6 +76,8 @@ def tamper(src: Path, dst: Path, norm: str | None = None, tokenizer: dict | None
         checkpoint["hyper_parameters"]["norm"] = norm
     if tokenizer is not None:
         checkpoint["tokenizer"] = tokenizer
+    if hparams is not None:
+        checkpoint["hyper_parameters"].update(hparams)
     torch.save(checkpoint, dst)
     return dst
 
@@ -293,6 +302,14 @@ CASES = [
         module="craft.export",
     ),
     Case(
+        "export",
+        "checkpoint names a Lightning class path",
+        lambda d: ["--ckpt_path", str(tampered(d, hparams={"_class_path": "canary.f"})), "--out", str(d / "out")],
+        "hyper_parameters['_class_path'] is 'canary.f', a name Lightning would import",
+        needs_checkpoint=True,
+        module="craft.export",
+    ),
+    Case(
         "predict",
         "prompt with characters outside the vocabulary",
         lambda d: predict("--data.prompts", '["the ΩΩ king"]'),
@@ -353,6 +370,13 @@ CASES = [
             str(tampered(d, tokenizer={"type": "zzz", "class_path": "canary.Nope"})),
         ],
         "pass --data.tokenizer canary.Nope yourself to trust it",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "predict",
+        "checkpoint names a Lightning instantiator",
+        lambda d: ["predict", *BASE, "--ckpt_path", str(tampered(d, hparams={"_instantiator": "canary.f"}))],
+        "hyper_parameters['_instantiator'] is 'canary.f', a name Lightning would import",
         needs_checkpoint=True,
     ),
     Case(
