@@ -142,6 +142,24 @@ def checkpoint_dir(log_dir: str, experiment: str) -> Path:
     return Path(log_dir) / experiment / "checkpoints"
 
 
+def check_experiment(name: Any) -> str:
+    """An experiment name is one folder name under ``--log_dir``: refuse anything that is empty,
+    ``.``/``..``, or holds a path separator or NUL, so no run writes outside ``--log_dir``."""
+    bad = (
+        not isinstance(name, str)
+        or name.strip() != name
+        or name in ("", ".", "..")
+        or any(c in name for c in "/\\\0")
+        or Path(name).name != name
+    )
+    if bad:
+        raise CraftError(
+            f"--experiment {name!r} is not one folder name: a run's files go in <log_dir>/<experiment>/, so the "
+            "name may not be empty, '.' or '..', hold '/' or '\\', or start or end with a space; pick e.g. 'got_char'"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The checkpoint a command runs from, after ``use_checkpoint`` checked it."""

@@ -25,7 +25,7 @@ from craft.callbacks import (
     StopRequested,
     TokenThroughput,
 )
-from craft.checkpoint import Checkpoint, checkpoint_dir, use_checkpoint, use_init_from
+from craft.checkpoint import Checkpoint, check_experiment, checkpoint_dir, use_checkpoint, use_init_from
 from craft.data import TextDataModule
 from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning
@@ -140,6 +140,7 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
         """Check ``--ckpt_path`` / ``--init_from`` and apply them to the config before anything is
         built (craft/checkpoint.py)."""
         cfg = self.config[self.subcommand] if self.subcommand else None
+        check_experiment((cfg or self.config).get("experiment"))  # before anything is written
         if cfg is not None and cfg.get("init_from") is not None and self.subcommand != "fit":
             raise CraftError(f"--init_from starts a training run: it is for fit, not {self.subcommand}")
         self.resumed = use_checkpoint(self.subcommand, cfg) if cfg is not None else None

@@ -273,6 +273,12 @@ CASES = [
     ),
     Case(
         "config",
+        "experiment name that leaves --log_dir",
+        lambda d: ["fit", *BASE, "--experiment", "../../x", "--data.path", str(corpus(d))],
+        "--experiment '../../x' is not one folder name",
+    ),
+    Case(
+        "config",
         "unknown tracker",
         lambda d: fit("--data.path", str(corpus(d)), "--tracker", "neptune"),
         "unknown tracker 'neptune': use one of csv, mlflow, wandb",

@@ -54,6 +54,47 @@ def test_fresh_fit_refuses_to_overwrite_and_last_requires_a_checkpoint(corpus, t
     assert (logs / "tiny" / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
+BAD_EXPERIMENTS = ["../../x", "..", ".", "", "a/b", "/tmp/abs", "a\\b", " x", "x\0y"]
+
+
+@pytest.mark.parametrize("name", BAD_EXPERIMENTS, ids=repr)
+@pytest.mark.parametrize("subcommand", ["fit", "predict"])
+def test_an_experiment_name_is_one_folder_name(corpus, tmp_path, capsys, name, subcommand):
+    """Fault 39.2: `--experiment ../../x` wrote outside --log_dir. Now it is refused in one line
+    and nothing is written anywhere under the folder that holds --log_dir."""
+    root = tmp_path / "a" / "b"
+    root.mkdir(parents=True)
+    args = tiny_args(corpus, root / "logs", "--trainer.max_steps", "2", experiment=name)
+    if subcommand == "predict":
+        args += ["--ckpt_path", "last"]
+    with pytest.raises(SystemExit) as e:
+        main([subcommand, *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"craft: error: --experiment {name!r} is not one folder name")
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and p != corpus] == []
+
+
+def test_a_dotted_experiment_name_is_fine(corpus, tmp_path):
+    main(["fit", *tiny_args(corpus, tmp_path / "logs", "--trainer.max_steps", "2", experiment="run-1.a_b")])
+    assert (tmp_path / "logs" / "run-1.a_b" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_python_m_craft_refuses_a_traversing_experiment(corpus, tmp_path):
+    logs = tmp_path / "deep" / "logs"
+    run = subprocess.run(
+        [*python_cmd(), "fit", *tiny_args(corpus, logs, "--trainer.max_steps", "2", experiment="../../x")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1].startswith("craft: error: --experiment '../../x' is not one folder name")
+    assert not any(tmp_path.rglob("*.ckpt")) and not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
 @pytest.mark.slow  # a fit and a predict subprocess
 def test_predict_from_checkpoint_without_corpus(corpus, tmp_path):
     logs = tmp_path / "logs"
