@@ -26,7 +26,7 @@ import torch
 from jsonargparse import Namespace
 
 from craft.data.tokenizers import BUILTIN_TOKENIZERS, Tokenizer, class_path
-from craft.errors import CraftError, note
+from craft.errors import CraftError, NothingToDo, note
 from craft.model.blocks import REGISTRY
 from craft.model.config import ARCHITECTURE_FIELDS
 
@@ -167,13 +167,17 @@ class Checkpoint:
     path: Path
     step: int
     tokenizer: dict[str, Any]
+    batch_order: dict[str, Any] | None = None  # TextDataModule.batch_order() when it was written
+    epochs_completed: int = 0  # Lightning's count (for checkpoints without a batch order)
 
 
 def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
     """Resolve and check ``cfg.ckpt_path`` for ``subcommand``, and apply it to ``cfg`` (the parsed
     config of that subcommand, before anything is instantiated).
 
-    - ``fit`` without one refuses an experiment that already has checkpoints (nothing is overwritten);
+    - ``fit`` without one refuses an experiment folder that holds any record of a run (checkpoints,
+      config.yaml, summary.json, events): nothing is mixed or overwritten;
+    - ``fit`` refuses limits that train nothing, and a resume with no steps left;
     - ``last`` is the experiment's ``last.ckpt`` and must exist (never a silent fresh start);
     - the checkpoint's names must be built in or named by this config (``check_names``);
     - ``fit`` needs the config's architecture to equal the checkpoint's (names the fields that differ);
@@ -184,11 +188,16 @@ def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
     if "weights_only" in cfg and cfg.weights_only is None:
         cfg.weights_only = True  # checkpoints hold only tensors and primitives: never unpickle code
     ckpt_path = cfg.get("ckpt_path")
+    if subcommand == "fit":
+        check_trains(cfg.trainer)
     if ckpt_path is None:
-        if subcommand == "fit" and (folder / "last.ckpt").exists():
+        if subcommand == "fit" and (records := run_records(folder.parent)):
+            newest = max(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
+            resume = "--ckpt_path last" if (folder / "last.ckpt").is_file() else f"--ckpt_path {newest}"
+            how = f"resume with {resume}, or " if newest is not None else "move that folder away, or "
             raise CraftError(
-                f"experiment {cfg.experiment!r} already has checkpoints in {folder}; resume with "
-                "--ckpt_path last, or pick a new --experiment name (nothing was overwritten)"
+                f"experiment {cfg.experiment!r} already has a run in {folder.parent} ({', '.join(records)}); "
+                f"{how}pick a new --experiment name (nothing was overwritten)"
             )
         return None
     if ckpt_path == "last":
@@ -208,7 +217,15 @@ def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
     checkpoint = read_checkpoint(path, trusted, weights_only=cfg.get("weights_only") is not False)
     cfg.ckpt_path = str(path)
     hparams = checkpoint["hyper_parameters"]
-    used = Checkpoint(path, int(checkpoint.get("global_step", 0)), checkpoint["tokenizer"])
+    order = (checkpoint.get("TextDataModule") or {}).get("batch_order")
+    progress = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
+    used = Checkpoint(
+        path,
+        int(checkpoint.get("global_step", 0)),
+        checkpoint["tokenizer"],
+        order if isinstance(order, dict) else None,
+        int((progress.get("current") or {}).get("completed", 0)),
+    )
     if subcommand == "fit":
         wrong = [
             f"model.{f}: checkpoint {hparams[f]} vs config {cfg.model.get(f)}"
@@ -221,11 +238,78 @@ def use_checkpoint(subcommand: str, cfg: Namespace) -> Checkpoint | None:
                 f"cannot resume from {path}: its network or optimizer differs from the config ({'; '.join(wrong)}); "
                 "use the run's original config"
             )
+        check_batch_order_early(used, cfg.data)
         note(f"resuming {cfg.experiment!r} from {path} at global step {used.step}")
         return used
     # validate/test/predict rebuild the checkpoint's network; generation settings stay the config's.
     take_network(cfg, checkpoint)
     return used
+
+
+def run_records(run: Path) -> list[str]:
+    """What a run folder holds that a fresh run there would mix with or replace."""
+    found = []
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) if (run / "checkpoints").is_dir() else []
+    if ckpts:
+        found.append(ckpts[0] if len(ckpts) == 1 else f"{len(ckpts)} checkpoints")
+    found += [name for name in ("config.yaml", "summary.json") if (run / name).is_file()]
+    if any(run.glob("events.out.tfevents.*")):
+        found.append("TensorBoard events")
+    return found
+
+
+def check_trains(trainer: Namespace) -> None:
+    """Refuse a fit whose limits leave nothing to train: it would write a step-0 last.ckpt and
+    claim the experiment name."""
+    max_steps, max_epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    limit = trainer.get("limit_train_batches")
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise CraftError(
+            f"--trainer.max_steps {max_steps} trains nothing: give a positive number of steps, "
+            "or -1 to let trainer.max_epochs decide"
+        )
+    if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+        raise CraftError(
+            f"--trainer.max_epochs {max_epochs} trains nothing: give a positive number of epochs, "
+            "or -1 for no epoch limit (then set trainer.max_steps)"
+        )
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        raise CraftError("--trainer.limit_train_batches 0 trains nothing: use a positive fraction or batch count")
+
+
+def check_batch_order_early(used: Checkpoint, data: Namespace) -> None:
+    """The batch-order settings the config alone fixes, checked before anything is built; the
+    rest (batches per epoch, mixture weights) once the corpus is read (``CraftCLI.before_fit``)."""
+    from craft.data.datamodule import check_batch_order
+
+    if used.batch_order is not None:
+        keys = ("seed", "batch_size")
+        check_batch_order(
+            {k: used.batch_order[k] for k in keys if k in used.batch_order}, {k: data.get(k) for k in keys}
+        )
+
+
+def check_steps_left(used: Checkpoint, trainer: Namespace) -> None:
+    """A resume with no step left ends here, once every check that could refuse it has passed,
+    with exit 0 and no file touched (Lightning would start, train nothing and rewrite the run's
+    records): rerunning a finished resume is harmless."""
+    step = used.step
+    max_steps, max_epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    if used.batch_order is not None:  # the sampler's own arithmetic: batch index = step * accumulation
+        batches = int(used.batch_order["batches_per_epoch"])
+        epochs = step * int(trainer.get("accumulate_grad_batches") or 1) // batches
+    else:
+        epochs = used.epochs_completed
+    reached = None
+    if max_steps is not None and max_steps > 0 and step >= max_steps:
+        reached = f"trainer.max_steps {max_steps}"
+    elif max_epochs is not None and max_epochs > 0 and epochs >= max_epochs:
+        reached = f"trainer.max_epochs {max_epochs}"
+    if reached:
+        raise NothingToDo(
+            f"no training steps ran: {used.path} is at step {step} ({epochs} whole epochs), which already "
+            f"reaches {reached}; raise it to train on (no file was changed)"
+        )
 
 
 def take_network(cfg: Namespace, checkpoint: dict[str, Any]) -> None:

@@ -25,21 +25,34 @@ from craft.callbacks import (
     StopRequested,
     TokenThroughput,
 )
-from craft.checkpoint import Checkpoint, check_experiment, checkpoint_dir, use_checkpoint, use_init_from
+from craft.checkpoint import (
+    Checkpoint,
+    check_experiment,
+    check_steps_left,
+    checkpoint_dir,
+    use_checkpoint,
+    use_init_from,
+)
 from craft.data import TextDataModule
 from craft.data.tokenizers import Tokenizer
-from craft.errors import CraftError, CraftWarning
+from craft.errors import CraftError, CraftWarning, NothingToDo
 from craft.lightning_private import LoggingStepSync, NoCheckpointHparamsMerge
 from craft.module import LanguageModel
 from craft.trackers import log_config, make_tracker
 
 
 class CraftSaveConfig(SaveConfigCallback):
-    """Save the resolved config with the run, for `fit` only (predict/validate must not touch it)."""
+    """Save the resolved config with the run, for `fit` only (predict/validate must not touch it).
+
+    Written at ``on_fit_start``, not in ``setup``: a resume refused while Lightning restores the
+    checkpoint (a changed batch order, ``TextDataModule.load_state_dict``) must leave the run's
+    config.yaml as it was, since it is the record the refusal points to."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage == "fit":
-            super().setup(trainer, pl_module, stage)
+        pass
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().setup(trainer, pl_module, "fit")
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         """The whole resolved config to every tracker that keeps one (``craft/trackers.py``)."""
@@ -198,6 +211,16 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
                 )
 
     def before_fit(self) -> None:
+        if self.resumed is not None and self.resumed.batch_order is not None:
+            # Before Lightning starts: its setup opens the loggers (a new event file) before any
+            # checkpoint state is restored, and a refused resume must leave the run as it was.
+            from craft.data.datamodule import check_batch_order
+
+            self.datamodule.prepare_data()
+            self.datamodule.setup("fit")
+            check_batch_order(self.resumed.batch_order, self.datamodule.batch_order(self.trainer))
+        if self.resumed is not None:
+            check_steps_left(self.resumed, self.config[self.subcommand].trainer)
         if self.init_from is not None:
             # The new corpus scored by the weights as they came: the run's first val/loss, at step 0.
             # Under no_grad rather than inference_mode: metric states reset in inference mode would
@@ -250,6 +273,9 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"craft: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except NothingToDo as e:
+        print(f"craft: {e}", flush=True)
+        return
     finally:
         for name, level in levels.items():  # main() may run again in this process (tests, notebooks)
             logging.getLogger(name).setLevel(level)

@@ -9,6 +9,11 @@ class ConfigError(CraftError, ValueError):
     """An invalid combination of settings."""
 
 
+class NothingToDo(Exception):
+    """The command's work is already done (a resume of a finished run): say so and exit 0,
+    touching no file."""
+
+
 class CraftWarning(UserWarning):
     """Something was fixed up for the user (a cropped prompt, a clamped top_k); the run goes on."""
 

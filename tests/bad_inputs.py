@@ -237,6 +237,55 @@ CASES = [
     ),
     Case(
         "resume",
+        "other batch size",
+        lambda d: fit(
+            "--data.path", str(corpus(d)), "--ckpt_path", "last", "--trainer.max_steps", "4", "--data.batch_size", "4"
+        ),
+        "the training batch order changed (batch_size: checkpoint 8 vs now 4)",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "resume",
+        "other corpus size (batches per epoch)",
+        lambda d: fit(
+            "--data.path",
+            str(corpus(d)),
+            "--ckpt_path",
+            "last",
+            "--trainer.max_steps",
+            "4",
+            "--data.windows_per_epoch",
+            "64",
+        ),
+        "the training batch order changed (batches_per_epoch:",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "resume",
+        "run already at max_steps (nothing to do)",
+        lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last"),
+        "no training steps ran",
+        code=0,
+        needs_checkpoint=True,
+    ),
+    Case(
+        "fit",
+        "fresh fit where only step*.ckpt are left",
+        lambda d: [
+            (d / "logs" / "tiny" / "checkpoints" / "last.ckpt").unlink(),
+            *fit("--data.path", str(corpus(d))),
+        ][1:],
+        "experiment 'tiny' already has a run in",
+        needs_checkpoint=True,
+    ),
+    Case(
+        "fit",
+        "limits that train nothing",
+        lambda d: fit("--data.path", str(corpus(d)), "--trainer.max_steps", "-1", "--trainer.max_epochs", "0"),
+        "--trainer.max_epochs 0 trains nothing",
+    ),
+    Case(
+        "resume",
         "no checkpoint to resume",
         lambda d: fit("--data.path", str(corpus(d)), "--ckpt_path", "last"),
         "no last.ckpt in logs/tiny/checkpoints",

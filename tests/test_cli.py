@@ -50,7 +50,7 @@ def test_fresh_fit_refuses_to_overwrite_and_last_requires_a_checkpoint(corpus, t
     before = (logs / "tiny" / "checkpoints" / "last.ckpt").read_bytes()
     with pytest.raises(SystemExit):
         main(["fit", *tiny_args(corpus, logs), "--trainer.max_steps", "5"])
-    assert "already has checkpoints" in capsys.readouterr().err
+    assert "already has a run in" in capsys.readouterr().err
     assert (logs / "tiny" / "checkpoints" / "last.ckpt").read_bytes() == before
 
 

@@ -76,6 +76,8 @@ class RunSummary(L.Callback):
                 "raise --trainer.max_steps or --trainer.max_epochs to train on from it",
                 flush=True,
             )
+        if self._start_step is None or trainer.global_step == self._start_step:
+            return  # nothing trained in this launch: the run's summary.json stays as it was
         if log_dir:
             path = Path(log_dir) / "summary.json"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,18 @@ class WindowBatchSampler(Sampler[list[int]]):
             yield self.batch(epoch, i)
 
 
+def check_batch_order(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse a resume whose training batch order differs from the checkpoint's (``saved``): the
+    rest of the run would train on other windows than the interrupted one, not resume it."""
+    changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in changed.items())
+        raise CraftError(
+            f"cannot resume exactly: the training batch order changed ({detail}); resume with the run's "
+            "original data settings, or start a new run from its weights with --init_from (nothing was changed)"
+        )
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader Lightning treats as resumable; its state records what fixes the batch order."""
 
@@ -156,14 +168,7 @@ class ResumableDataLoader(DataLoader):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self.state_dict()
-        changed = {k: (v, mine[k]) for k, v in state.items() if mine.get(k) != v}
-        if changed:
-            detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in changed.items())
-            raise CraftError(
-                f"cannot resume exactly: the training batch order changed ({detail}); "
-                "resume with the run's original data settings"
-            )
+        check_batch_order(state, self.state_dict())
 
 
 class TextDataModule(L.LightningDataModule):
@@ -373,11 +378,9 @@ class TextDataModule(L.LightningDataModule):
             return 0
         return trainer.global_step * trainer.accumulate_grad_batches
 
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_ids is not None
-        trainer = self.trainer
+    def _batches_per_epoch(self, trainer: L.Trainer | None = None) -> int:
+        trainer = trainer or self.trainer
         world_size = trainer.world_size if trainer else 1
-        rank = trainer.global_rank if trainer else 0
         accumulate = trainer.accumulate_grad_batches if trainer else 1
         train_tokens = sum(len(p) for p in self.train_parts)
         windows = self.windows_per_epoch or train_tokens // self.block_size
@@ -388,6 +391,37 @@ class TextDataModule(L.LightningDataModule):
                 f"one epoch has {windows} training windows, fewer than one batch of "
                 f"{self.batch_size * world_size * accumulate}; lower batch_size or raise windows_per_epoch"
             )
+        return batches
+
+    def batch_order(self, trainer: L.Trainer | None = None) -> dict[str, Any]:
+        """What fixes the training batch order (after ``setup``; ``trainer`` is the one that will
+        train, when it is not attached yet): saved in every checkpoint, and checked on resume
+        whatever point of an epoch the checkpoint was written at."""
+        order: dict[str, Any] = {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "batches_per_epoch": self._batches_per_epoch(trainer),
+        }
+        if len(self.train_parts) > 1:
+            total = sum(spec.weight for spec in self._source_specs())
+            order["weights"] = [spec.weight / total for spec in self._source_specs()]
+        return order
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batch_order": self.batch_order()} if self.train_ids is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Lightning calls this on resume, after ``setup`` and before any record of the run is written."""
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        if "batch_order" in state and self.train_ids is not None and fitting:
+            check_batch_order(state["batch_order"], self.batch_order())
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_ids is not None
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer else 1
+        rank = trainer.global_rank if trainer else 0
+        batches = self._batches_per_epoch()
         if len(self.train_parts) == 1:
             dataset = WindowDataset(self.train_ids, self.block_size)
             sampler = WindowBatchSampler(
