@@ -403,9 +403,13 @@ class TextDataModule(L.LightningDataModule):
             "batches_per_epoch": self._batches_per_epoch(trainer),
         }
         if len(self.train_parts) > 1:
-            total = sum(spec.weight for spec in self._source_specs())
-            order["weights"] = [spec.weight / total for spec in self._source_specs()]
+            order["weights"] = self._mixture_weights()
         return order
+
+    def _mixture_weights(self) -> list[float]:
+        specs = self._source_specs()
+        total = sum(spec.weight for spec in specs)
+        return [spec.weight / total for spec in specs]
 
     def state_dict(self) -> dict[str, Any]:
         return {"batch_order": self.batch_order()} if self.train_ids is not None else {}
@@ -430,8 +434,6 @@ class TextDataModule(L.LightningDataModule):
         else:  # windows index the whole cache; each source's starts lie inside its train range
             dataset = WindowDataset(self._ids, self.block_size)
             ranges = [s["train"] for s in self._meta["sources"]]
-            specs = self._source_specs()
-            total = sum(spec.weight for spec in specs)
             sampler = WindowBatchSampler(
                 [b - a - self.block_size for a, b in ranges],
                 self.batch_size,
@@ -441,7 +443,7 @@ class TextDataModule(L.LightningDataModule):
                 rank,
                 world_size,
                 offsets=[a for a, _ in ranges],
-                weights=[spec.weight / total for spec in specs],
+                weights=self._mixture_weights(),
             )
         return self._window_loader(dataset, sampler, ResumableDataLoader)
 
