@@ -102,14 +102,14 @@ PEAK_RSS_AT_EXIT = (
 
 
 def runtime_process(folder: Path, new_tokens: int, *flags: str) -> tuple[float, int]:
-    """``python -m craft.runtime`` in a child that cannot import torch, greedy from a newline:
+    """``python -m craft run`` in a child that cannot import torch, greedy from a newline:
     (seconds, the child's peak RSS in bytes)."""
     cmd = [
         sys.executable,
         "-c",
         PEAK_RSS_AT_EXIT + BLOCK_TORCH + "runpy.run_module('craft.runtime', run_name='__main__')",
     ]
-    cmd += ["craft.runtime", str(folder), "--prompt", "\n", "--max-new-tokens", str(new_tokens), "--temperature", "0"]
+    cmd += ["craft.runtime", str(folder), "--prompt", "\n", "--max_new_tokens", str(new_tokens), "--temperature", "0"]
     with tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
         done = subprocess.run(
@@ -360,7 +360,7 @@ def main() -> None:
         )
     rows += [
         "",
-        f"- The runtime as a user runs it (`python -m craft.runtime DIR --int8`, default settings, whole process, "
+        f"- The runtime as a user runs it (`python -m craft run DIR --int8`, default settings, whole process, "
         f"2,000 minus 10 new tokens): **{cli_rate:,.0f} tokens/s**; peak RSS of such a process (torch not importable): "
         f"**{rss / 1e6:.0f} MB**.",
         f"- The int8 kernels' own ceiling in the sliding window's steady state (a prefill of the newest "

@@ -3,7 +3,7 @@
     python benchmarks/hf_parity.py --ckpt_path logs/bench_got_char/checkpoints/last.ckpt \
         --ckpt_path logs/bench_got_char_modern/checkpoints/last.ckpt --data.path data/pydoc_topics.txt
 
-Each checkpoint is exported with ``python -m craft.export --format hf`` into a temporary folder and
+Each checkpoint is exported with ``python -m craft export --format hf`` into a temporary folder and
 loaded back with ``AutoModelForCausalLM`` / ``AutoTokenizer``. On a full context of the corpus's
 validation text: the largest absolute logit difference. From the prompt "\\n": whether 200 greedy
 tokens give the same text, and tokens/s of each side (craft's KV-cache engine, transformers'

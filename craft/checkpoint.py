@@ -1,7 +1,7 @@
 """Checkpoint reading: a checkpoint is data, not code.
 
 Two guarantees, for every entry point that reads a checkpoint (the CLI subcommands,
-``LanguageModel.load_from_checkpoint``, ``python -m craft.export``):
+``LanguageModel.load_from_checkpoint``, ``python -m craft export``):
 
 1. It is loaded with ``torch.load(weights_only=True)``: unpickling cannot run code.
 2. The names it holds (the architecture parts ``norm``, ``mlp``, ``positions`` and the tokenizer's

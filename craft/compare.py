@@ -1,4 +1,4 @@
-"""Compare configs at the same training budget: ``python -m craft.compare configs/compare/quickstart.yaml``.
+"""Compare configs at the same training budget: ``python -m craft compare configs/compare/quickstart.yaml``.
 
 A comparison file names a base config, overlays per run, and a budget in training tokens (and
 optionally a wall-clock cap in seconds). Each run is a real ``python -m craft fit`` (same corpus,
@@ -19,7 +19,6 @@ carries on from them on another machine or a fresh clone, where ``logs/`` and it
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from craft.errors import CraftError
+from craft.errors import CraftError, OneLineParser, old_entry_point, run_verb
 
 
 @dataclass
@@ -175,9 +174,9 @@ def run_one(
             f"than this comparison asks for: move it away (or delete it) to run {experiment!r} again"
         )
     if done_file.exists() and summary_file.exists():
-        print(f"craft.compare: {experiment}: finished earlier, reusing {summary_file}", flush=True)
+        print(f"craft: {experiment}: finished earlier, reusing {summary_file}", flush=True)
     elif record is not None:
-        print(f"craft.compare: {experiment}: finished earlier, reusing {spec.record_file(experiment)}", flush=True)
+        print(f"craft: {experiment}: finished earlier, reusing {spec.record_file(experiment)}", flush=True)
         summary = record["summary"]
         return {"experiment": experiment, "configs": configs, "steps": steps, **summary, "curve": record["curve"]}
     else:
@@ -191,7 +190,7 @@ def run_one(
         cmd += [*spec.args, *extra]
         if (run_dir / "checkpoints" / "last.ckpt").exists():
             cmd += ["--ckpt_path", "last"]
-        print("craft.compare: " + " ".join(cmd[1:]), flush=True)
+        print("craft: " + " ".join(cmd[1:]), flush=True)
         if subprocess.run(cmd).returncode != 0:
             raise CraftError(f"run {experiment!r} failed (see above); re-run the comparison to resume it")
         done_file.write_text(json.dumps(plan) + "\n")
@@ -379,7 +378,7 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
     lines = [
         f"# {spec.title}",
         "",
-        f"Made by `python -m craft.compare {spec_path}` ({machine['date']}; {machine['machine']}).",
+        f"Made by `python -m craft compare {spec_path}` ({machine['date']}; {machine['machine']}).",
         f"Each config trains on its token budget ({spec.tokens:,} unless its row says otherwise)"
         + (f", at most {spec.seconds:g} s each" if spec.seconds else "")
         + f", with seeds {', '.join(map(str, seeds))} (unless a run names its own).",
@@ -529,37 +528,39 @@ def summarize(spec: Spec, configs: list[dict[str, Any]]) -> None:
         }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m craft.compare", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m craft compare") -> None:
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="comparison file, e.g. configs/compare/quickstart.yaml")
     args = parser.parse_args(argv)
-    try:
-        spec = Spec.load(args.spec)
-        started = time.strftime("%Y-%m-%d")
-        configs = []
-        for name in spec.runs:
-            configs.append(run_config(spec, name))
-            first_seed_scores(spec, configs[-1])  # now, while the checkpoint is surely here
-        summarize(spec, configs)
-        out = Path(spec.out)
-        out.mkdir(parents=True, exist_ok=True)
-        import torch
+    run_verb(lambda: study(args.spec))
 
-        from craft.data.corpus import stdlib_version
 
-        machine = {
-            "date": started,
-            "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, "
-            f"Python {platform.python_version()} (the stdlib corpus is {stdlib_version()}'s)",
-        }
-        plot(configs, out / "results.png", spec.title)
-        (out / "results.json").write_text(json.dumps({"machine": machine, "configs": configs}, indent=2) + "\n")
-        (out / "results.md").write_text(markdown(spec, args.spec, configs, machine) + "\n")
-        print(f"craft.compare: wrote {out / 'results.md'}, results.json and results.png")
-    except CraftError as e:
-        print(f"craft.compare: error: {e}", file=sys.stderr)
-        sys.exit(2)
+def study(spec_path: Path) -> None:
+    """Run (or reuse) every run of the study in ``spec_path`` and write its table, JSON and plot."""
+    spec = Spec.load(spec_path)
+    started = time.strftime("%Y-%m-%d")
+    configs = []
+    for name in spec.runs:
+        configs.append(run_config(spec, name))
+        first_seed_scores(spec, configs[-1])  # now, while the checkpoint is surely here
+    summarize(spec, configs)
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    from craft.data.corpus import stdlib_version
+
+    machine = {
+        "date": started,
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, "
+        f"Python {platform.python_version()} (the stdlib corpus is {stdlib_version()}'s)",
+    }
+    plot(configs, out / "results.png", spec.title)
+    (out / "results.json").write_text(json.dumps({"machine": machine, "configs": configs}, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(spec, spec_path, configs, machine) + "\n")
+    print(f"craft: wrote {out / 'results.md'}, results.json and results.png")
 
 
 if __name__ == "__main__":
+    old_entry_point("craft.compare", "compare")
     main()

@@ -1,7 +1,7 @@
 """Export a checkpoint to a folder that runs without PyTorch (ONNX + numpy + onnxruntime), or to HF.
 
-    python -m craft.export --ckpt_path logs/got_char_1M_ctx256_bs64/checkpoints/last.ckpt --out export/got_char --int8
-    python -m craft.export --format hf --ckpt_path ... --out export/got_char_hf   (craft/hf.py)
+    python -m craft export --ckpt_path logs/got_char_1M_ctx256_bs64/checkpoints/last.ckpt --out export/got_char --int8
+    python -m craft export --format hf --ckpt_path ... --out export/got_char_hf   (craft/hf.py)
 
 The folder holds ``model.onnx`` (``GPT.forward`` with its KV cache, traced: one decoder step that
 takes and returns the cache buffers, then optimized by onnxruntime's own graph fusions),
@@ -23,14 +23,12 @@ cannot take (not a multiple of 8) exports the plain traced ops instead. Paramete
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import logging
 import math
 import shutil
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ import torch.nn as nn
 
 import craft
 from craft.checkpoint import PART_FIELDS, option
-from craft.errors import CraftError
+from craft.errors import CraftError, OneLineParser, old_entry_point, run_verb
 from craft.model import GPT
 from craft.model.blocks import FreeRMSNorm, RotaryPositions
 from craft.model.cache import KVCache
@@ -505,7 +503,7 @@ def write_web(folder: Path, tokenizer_kind: str) -> list[str]:
 
 
 def export_hint(field: str, name: str) -> str:
-    return f"pass {option(field)} {name} to craft.export yourself to trust it"
+    return f"pass {option(field)} {name} to craft export yourself to trust it"
 
 
 def export(
@@ -523,6 +521,8 @@ def export(
     from craft.module import LanguageModel
 
     trusted = trusted or {}
+    if format == "hf" and int8:
+        raise CraftError("--int8 is for --format onnx; a transformers model quantizes on loading")
     checkpoint = read_checkpoint(ckpt_path, trusted, export_hint)  # weights_only, and no names imported
     if out.exists() and any(out.iterdir()):
         raise CraftError(f"{out} exists and is not empty; pick a new --out (nothing was overwritten)")
@@ -631,8 +631,8 @@ def export(
     return manifest
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m craft.export", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m craft export") -> None:
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a craft checkpoint (.ckpt)")
     parser.add_argument("--out", type=Path, required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument(
@@ -654,24 +654,19 @@ def main(argv: list[str] | None = None) -> None:
         )
     args = parser.parse_args(argv)
     trusted = {f: getattr(args, f) for f in fields}
-    try:
-        if args.format == "hf" and args.int8:
-            raise CraftError("--int8 is for --format onnx; a transformers model quantizes on loading")
-        manifest = export(args.ckpt_path, args.out, args.int8, trusted, args.format, web=args.web)
-    except CraftError as e:
-        print(f"craft.export: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    manifest = run_verb(lambda: export(args.ckpt_path, args.out, args.int8, trusted, args.format, web=args.web))
     sizes = ", ".join(
         f"{f} {n / 1e6:.2f} MB" if n > 1e5 else f"{f} {n / 1e3:.1f} kB" for f, n in manifest["files"].items()
     )
-    print(f"craft.export: wrote {args.out} ({sizes})")
+    print(f"craft: wrote {args.out} ({sizes})")
     if args.format == "hf":
         print(f"load it: AutoModelForCausalLM.from_pretrained({str(args.out)!r}) and AutoTokenizer, from transformers")
     else:
-        print(f"run it: python -m craft.runtime {args.out} --prompt 'The '  (or python {args.out}/run.py ...)")
+        print(f"run it: python -m craft run {args.out} --prompt 'The '  (or python {args.out}/run.py ...)")
         if args.web:
             print(f"in a browser: python -m http.server -d {args.out} 8000, then open http://localhost:8000/")
 
 
 if __name__ == "__main__":
+    old_entry_point("craft.export", "export")
     main()

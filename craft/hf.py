@@ -1,6 +1,6 @@
 """A craft model as a Hugging Face ``transformers`` model folder: config, safetensors weights, tokenizer.
 
-    python -m craft.export --format hf --ckpt_path logs/.../last.ckpt --out export/got_char_hf
+    python -m craft export --format hf --ckpt_path logs/.../last.ckpt --out export/got_char_hf
 
 The classic block (LayerNorm, GELU MLP, learned positions) is ``GPT2LMHeadModel``; the modern block
 (RMSNorm, SwiGLU, rotary) is ``LlamaForCausalLM``: the same computation, weight for weight, so

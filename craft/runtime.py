@@ -1,6 +1,6 @@
 """Generate text from an exported craft model with numpy and onnxruntime only: no PyTorch.
 
-    python -m craft.runtime export/got_char --prompt "Winter" --max-new-tokens 200
+    python -m craft run export/got_char --prompt "Winter" --max_new_tokens 200
     python export/got_char/run.py --prompt "Winter"          # the copy inside an exported folder
 
 Generation mirrors ``craft.generation.stream``: temperature (0 is greedy), top-k, top-p, a seed, a KV
@@ -165,7 +165,7 @@ class ExportedModel:
         folder = Path(folder)
         manifest_file = folder / "manifest.json"
         if not manifest_file.is_file():
-            raise RunError(f"{folder} is not an exported craft model (no manifest.json); make one with craft.export")
+            raise RunError(f"{folder} is not an exported craft model (no manifest.json); make one with craft export")
         self.manifest = json.loads(manifest_file.read_text())
         m = self.manifest
         if m.get("format") != FORMAT:
@@ -234,6 +234,12 @@ class ExportedModel:
             ctx = np.concatenate([ctx, nxt], axis=1)
             yield nxt
 
+    def default_prompt(self) -> str:
+        """What ``predict`` starts from without prompts: a newline, or the first symbol of a
+        vocabulary that has none."""
+        vocab = getattr(self.tokenizer, "vocab", None)
+        return vocab[0] if vocab and "\n" not in vocab else "\n"
+
     def generate(self, prompt: str, max_new_tokens: int | None = None, **sampling) -> str:
         """Continue ``prompt``; returns only the new text. Unset settings come from the manifest."""
         settings = {k: v for k, v in self.manifest["sampling"].items() if k != "max_new_tokens"}
@@ -257,35 +263,53 @@ class ExportedModel:
         return self.tokenizer.decode(new)
 
 
-def main(argv: list[str] | None = None) -> None:
+class Parser(argparse.ArgumentParser):
+    """Mistakes as one ``craft: error:`` line, as every craft verb reports them."""
+
+    def error(self, message: str):
+        self.exit(2, f"craft: error: {' '.join(message.split())} (options: {self.prog} --help)\n")
+
+
+# The spellings before the one command (python -m craft run): accepted for one release, with a note.
+OLD_FLAGS = {"--max-new-tokens": "--max_new_tokens", "--top-k": "--top_k", "--top-p": "--top_p"}
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     here = Path(__file__).resolve().parent
     in_export = (here / "manifest.json").is_file()  # this file is run.py inside an exported folder
-    parser = argparse.ArgumentParser(
-        prog="run.py" if in_export else "python -m craft.runtime",
+    parser = Parser(
+        prog=prog or ("run.py" if in_export else "python -m craft run"),
         description=__doc__.splitlines()[0] + " Unset sampling options take the model's saved settings.",
     )
     parser.add_argument(
         "folder",
         nargs="?" if in_export else None,
         default=here if in_export else None,
-        help="a folder written by craft.export" + (" (default: this one)" if in_export else ""),
+        help="a folder written by craft export" + (" (default: this one)" if in_export else ""),
     )
-    parser.add_argument("--prompt", required=True, help="text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate")
+    parser.add_argument("--prompt", default=None, help="text to continue (default: a newline, as predict)")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="tokens to generate")
     parser.add_argument("--temperature", type=float, default=None, help="0 is greedy")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
+    parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
     parser.add_argument(
         "--threads", type=int, default=None, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})"
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in OLD_FLAGS:
+            print(f"craft: note: {flag} is now {OLD_FLAGS[flag]}", file=sys.stderr)
+            argv[i] = OLD_FLAGS[flag] + eq + value
     args = parser.parse_args(argv)
     try:
         model = ExportedModel(args.folder, int8=args.int8, threads=args.threads)
+        prompt = model.default_prompt() if args.prompt is None else args.prompt
         start = time.perf_counter()
         text = model.generate(
-            args.prompt,
+            prompt,
             args.max_new_tokens,
             temperature=args.temperature,
             top_k=args.top_k,
@@ -293,11 +317,16 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
         )
     except RunError as e:
-        print(f"craft.runtime: error: {e}", file=sys.stderr)
+        print(f"craft: error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(args.prompt + text)
+    print(prompt + text)
     print(f"[{time.perf_counter() - start:.2f} s]", file=sys.stderr)
 
 
 if __name__ == "__main__":
+    if not (Path(__file__).resolve().parent / "manifest.json").is_file():
+        print(
+            "craft: note: 'python -m craft.runtime' is now 'python -m craft run' (the old name goes in 0.2)",
+            file=sys.stderr,
+        )
     main()

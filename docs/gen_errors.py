@@ -38,7 +38,7 @@ def main() -> None:
             folder.mkdir(exist_ok=True)
             args = case.args(folder)
             run = subprocess.run(
-                [sys.executable, "-m", case.module, *args],
+                [sys.executable, "-m", "craft", *args],
                 capture_output=True,
                 text=True,
                 cwd=folder,

@@ -2,7 +2,7 @@
 
 python docs/gen_speedrun.py
 
-Reads docs/speedrun/results.json (``python -m craft.compare configs/compare/speedrun.yaml``) and,
+Reads docs/speedrun/results.json (``python -m craft compare configs/compare/speedrun.yaml``) and,
 where it exists, docs/ablation/results.json (``... configs/compare/ablation.yaml``), or else its MLP
 rows alone, docs/ablation/mlp/results.json (``... configs/compare/mlp.yaml``). A verdict needs
 p < 0.05: "helps" or "hurts" by the sign of the bpc difference, else "neutral".
@@ -57,7 +57,7 @@ def records(configs: list[dict]) -> list[str]:
         seconds = f"{t['seconds']:.0f}" if t["seconds"] else "—"
         seconds_share = f" ({t['seconds'] / base_seconds:.0%})" if t["seconds"] else ""
         p = "baseline" if c is base else cell(c["p"], ".2g")
-        command = f"`python -m craft.compare {SPEC}`"
+        command = f"`python -m craft compare {SPEC}`"
         out.append(
             f"| {c['name']} | {c['overlays']} | {c['params']:,} | {c['tokens'] / 1e6:.2f}M | {tokens}{share} | "
             f"{seconds}{seconds_share} | {bpc_cell(c)} | {p} | {command} |"
@@ -84,10 +84,10 @@ def verdict(c: dict, against: dict, removed: bool) -> tuple[float | None, str]:
 def ablations(configs: list[dict] | None, mlp: list[dict] | None) -> list[str]:
     out = []
     if configs is None:
-        out.append("Not run yet: `python -m craft.compare configs/compare/ablation.yaml` (about 4.5 hours).")
+        out.append("Not run yet: `python -m craft compare configs/compare/ablation.yaml` (about 4.5 hours).")
         if mlp is None:
             return out
-        out += ["Its MLP rows alone (`python -m craft.compare configs/compare/mlp.yaml`, 25 minutes):", ""]
+        out += ["Its MLP rows alone (`python -m craft compare configs/compare/mlp.yaml`, 25 minutes):", ""]
         configs = mlp
     by_name = {c["name"]: c for c in configs}
     modern, best = by_name["modern"], by_name.get("speedrun")
@@ -116,7 +116,7 @@ def main() -> None:
     speedrun = load("speedrun")
     if speedrun is None:
         raise SystemExit(
-            "docs/speedrun/results.json is missing: run python -m craft.compare configs/compare/speedrun.yaml"
+            "docs/speedrun/results.json is missing: run python -m craft compare configs/compare/speedrun.yaml"
         )
     tables = (("records", records(speedrun)), ("ablations", ablations(load("ablation"), load("ablation/mlp"))))
     for tag, rows in tables:

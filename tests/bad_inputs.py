@@ -53,8 +53,9 @@ class Case:
     expect: str  # substring of the message
     code: int = 2  # exit code; 0 for warnings
     needs_checkpoint: bool = False
-    module: str = "craft"  # run as `python -m <module>`: craft, or craft.export
 
+
+LAST = "logs/tiny/checkpoints/last.ckpt"  # the trained checkpoint, from the case folder
 
 # A module in the current folder that a tampered checkpoint names: importing it leaves a marker,
 # and calling its f (as Lightning calls an ``_instantiator``) ends the process.
@@ -335,34 +336,30 @@ CASES = [
     Case(
         "export",
         "--format hf of a block transformers has no class for",
-        lambda d: ["--format", "hf", "--ckpt_path", str(tampered(d, norm="rmsnorm")), "--out", "hf"],
+        lambda d: ["export", "--format", "hf", "--ckpt_path", str(tampered(d, norm="rmsnorm")), "--out", "hf"],
         "no transformers architecture computes this block (norm rmsnorm, mlp gelu, positions learned)",
         needs_checkpoint=True,
-        module="craft.export",
     ),
     Case(
         "export",
         "--format hf with --int8",
-        lambda d: ["--format", "hf", "--int8", "--ckpt_path", "logs/tiny/checkpoints/last.ckpt", "--out", "hf"],
+        lambda d: ["export", "--format", "hf", "--int8", "--ckpt_path", LAST, "--out", "hf"],
         "--int8 is for --format onnx",
         needs_checkpoint=True,
-        module="craft.export",
     ),
     Case(
         "export",
         "--format hf with --web",
-        lambda d: ["--format", "hf", "--web", "--ckpt_path", "logs/tiny/checkpoints/last.ckpt", "--out", "hf"],
+        lambda d: ["export", "--format", "hf", "--web", "--ckpt_path", LAST, "--out", "hf"],
         "--web is for --format onnx: the page runs the ONNX decoder",
         needs_checkpoint=True,
-        module="craft.export",
     ),
     Case(
         "export",
         "checkpoint names a Lightning class path",
-        lambda d: ["--ckpt_path", str(tampered(d, hparams={"_class_path": "canary.f"})), "--out", str(d / "out")],
+        lambda d: ["export", "--ckpt_path", str(tampered(d, hparams={"_class_path": "canary.f"})), "--out", "out"],
         "hyper_parameters['_class_path'] is 'canary.f', a name Lightning would import",
         needs_checkpoint=True,
-        module="craft.export",
     ),
     Case(
         "predict",

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from craft.cli import main
-from craft.export import main as export_main
+from craft.__main__ import main
 from tests.bad_inputs import CASES, train_checkpoint
 
 
@@ -42,7 +41,7 @@ def test_bad_input(case, trained, tmp_path, monkeypatch, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            (export_main if case.module == "craft.export" else main)(args)
+            main(args)
             code = 0
         except SystemExit as e:
             code = e.code
@@ -52,7 +51,7 @@ def test_bad_input(case, trained, tmp_path, monkeypatch, capsys):
     assert case.expect in text
     assert "Traceback" not in text
     if code:
-        assert out.err.strip().splitlines()[-1].startswith(("craft: error:", "craft.export: error:", "error:"))
+        assert out.err.strip().splitlines()[-1].startswith("craft: error:")
     after = snapshot(tmp_path)
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"files damaged by a failed run: {changed}"

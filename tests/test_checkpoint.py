@@ -112,7 +112,7 @@ def test_export_refuses_a_tampered_checkpoint(trained, beside_canary, capsys, wh
         export_main(["--ckpt_path", str(ckpt), "--out", str(beside_canary / "out")])
     line = one_line_refusal(capsys, e.value.code, named(what))
     if what in TAMPERED:
-        assert "to craft.export yourself" in line
+        assert "to craft export yourself" in line
     assert not (beside_canary / "out").exists()
 
 
@@ -178,18 +178,14 @@ def test_python_m_craft_predict_from_the_checkpoints_folder_imports_nothing(trai
     assert not (tmp_path / "imported").exists()
 
 
-@pytest.mark.parametrize("module", ["craft", "craft.export"])
-def test_python_m_with_a_tampered_instantiator_runs_nothing(trained, tmp_path, module):
-    """The fault as reported: `python -m craft.export` (and predict) on a checkpoint whose
+@pytest.mark.parametrize("verb", ["export", "predict"])
+def test_python_m_with_a_tampered_instantiator_runs_nothing(trained, tmp_path, verb):
+    """The fault as reported: `python -m craft export` (and predict) on a checkpoint whose
     `_instantiator` is `canary.f`, from the folder that holds canary.py."""
     (tmp_path / "canary.py").write_text(CANARY)
     tamper(trained[0], tmp_path / "evil.ckpt", **RESERVED["instantiator"])
-    args = (
-        ["--ckpt_path", "evil.ckpt", "--out", "out"]
-        if module == "craft.export"
-        else ["predict", "--ckpt_path", "evil.ckpt"]
-    )
-    cmd = [sys.executable, "-m", module, *args]
+    args = ["--ckpt_path", "evil.ckpt", "--out", "out"] if verb == "export" else ["--ckpt_path", "evil.ckpt"]
+    cmd = [sys.executable, "-m", "craft", verb, *args]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 2, run.stderr[-2000:]
     assert "canary ran" not in run.stderr and "Traceback" not in run.stderr

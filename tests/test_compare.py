@@ -1,4 +1,4 @@
-"""python -m craft.compare: real runs, a table and a plot, and a rerun that reuses finished work."""
+"""python -m craft compare: real runs, a table and a plot, and a rerun that reuses finished work."""
 
 import json
 import math
@@ -94,7 +94,7 @@ def test_compare_runs_seeds_and_an_lr_grid_writes_statistics_and_reuses_finished
             sort_keys=False,
         )
     )
-    cmd = [sys.executable, "-m", "craft.compare", str(spec)]
+    cmd = [sys.executable, "-m", "craft", "compare", str(spec)]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     configs = json.loads((tmp_path / "out" / "results.json").read_text())["configs"]

@@ -1,7 +1,8 @@
-"""craft.export and craft.runtime: an ONNX decoder with a KV cache, int8, and generation without torch."""
+"""craft export and craft run: an ONNX decoder with a KV cache, int8, and generation without torch."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -232,24 +233,39 @@ def test_int8_is_smaller_and_close_in_bpc(exported):
     assert 1.0 < a < 5.0
 
 
-BLOCK_TORCH = "import sys; sys.modules['torch'] = None; import runpy; sys.argv = sys.argv[1:]; "
+def without_torch(folder: Path) -> dict[str, str]:
+    """An environment whose Python cannot import torch (a ``torch`` package that raises first on
+    ``PYTHONPATH``), kept by every process it starts, ``python -m craft``'s allocator re-exec included."""
+    shim = folder / "torch"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch' (blocked by the test)\")\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["module", "copied run.py"])
-def test_runtime_works_where_torch_cannot_be_imported(exported, how):
+@pytest.mark.parametrize("how", ["python -m craft run", "copied run.py"])
+def test_runtime_works_where_torch_cannot_be_imported(exported, how, tmp_path):
     out, lm, _, _ = exported
-    run = "runpy.run_module('craft.runtime', run_name='__main__')"
-    argv = ["craft.runtime", str(out)]
-    if how != "module":
-        run = f"runpy.run_path({str(out / 'run.py')!r}, run_name='__main__')"
-        argv = [str(out / "run.py")]
-    cmd = [sys.executable, "-c", BLOCK_TORCH + run, *argv, "--prompt", "The king", "--max-new-tokens", "40"]
-    probe = subprocess.run([sys.executable, "-c", BLOCK_TORCH + "import torch"], capture_output=True, text=True)
-    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr  # the block works
-    done = subprocess.run([*cmd, "--temperature", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    env = without_torch(tmp_path / "shim")
+    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env)
+    assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the block works
+    cmd = [sys.executable, "-m", "craft", "run", str(out)]
+    if how == "copied run.py":
+        cmd = [sys.executable, str(out / "run.py")]
+    done = subprocess.run(
+        [*cmd, "--prompt", "The king", "--max_new_tokens", "40", "--temperature", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip("\n") == "The king" + lm.generate("The king", max_new_tokens=40, temperature=0)
+    # No prompt: predict's default (a newline); the issue's own command line.
+    done = subprocess.run([*cmd, "--max_new_tokens", "20"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout) == 1 + 20 + 1 and done.stdout.startswith("\n")  # char tokenizer: one char a token
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 5, 1.0), (0.7, None, 0.6), (1.3, 10, 0.8), (0.5, 3, 0.3)])

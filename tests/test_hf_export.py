@@ -1,4 +1,4 @@
-"""python -m craft.export --format hf: a transformers model folder with craft's logits and text."""
+"""python -m craft export --format hf: a transformers model folder with craft's logits and text."""
 
 import json
 
