@@ -11,9 +11,8 @@
 
   torch's Newton-Schulz iteration always casts to bfloat16, and torch's CPU bfloat16 ``addmm`` runs
   many times slower than float32 on a CPU without AMX (figures: benchmarks/README.md, "Muon against
-  AdamW"). On CPU, ``MuonAdamW``
-  therefore runs torch's own Muon step with the same iteration (torch's coefficients, steps and
-  eps) in float32 (``newton_schulz_fp32``); elsewhere torch's runs unchanged.
+  AdamW"). ``Muon`` here is torch's optimizer with its own step, the same iteration (torch's
+  coefficients, steps and eps) in float32 on CPU and in torch's bfloat16 elsewhere.
 
 Schedules (a multiplier of each group's peak LR, per step): ``cosine`` (linear warmup, cosine decay
 to ``min_lr``) and ``wsd`` (warmup-stable-decay: linear warmup, flat at the peak, then a linear
@@ -22,13 +21,11 @@ decay to ``min_lr`` over the last ``decay_fraction`` of the steps; Hägele et al
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.optim._muon as torch_muon
 
 from craft.errors import ConfigError
 
@@ -97,13 +94,13 @@ def param_groups(
     return out
 
 
-def newton_schulz_fp32(
-    grad: torch.Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float
+def newton_schulz(
+    grad: torch.Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """torch.optim.Muon's orthogonalization (``torch.optim._muon._zeropower_via_newtonschulz``:
-    the same quintic iteration and arguments) in float32 instead of bfloat16, for CPUs."""
+    """torch.optim.Muon's orthogonalization (the same quintic iteration and arguments) in ``dtype``:
+    torch's always runs in bfloat16 (``tests/test_optim.py`` holds the two equal there)."""
     a, b, c = ns_coefficients
-    x = grad.float()
+    x = grad.to(dtype)
     tall = grad.size(0) > grad.size(1)
     if tall:
         x = x.T
@@ -114,14 +111,50 @@ def newton_schulz_fp32(
     return x.T if tall else x
 
 
-@contextlib.contextmanager
-def float32_newton_schulz() -> Iterator[None]:
-    original = torch_muon._zeropower_via_newtonschulz
-    torch_muon._zeropower_via_newtonschulz = newton_schulz_fp32
-    try:
-        yield
-    finally:
-        torch_muon._zeropower_via_newtonschulz = original
+def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """Muon's per-shape LR (torch.optim.Muon's documented rules): ``original``/None, Keller Jordan's
+    sqrt(max(1, rows/cols)); ``match_rms_adamw``, Moonshot's 0.2 sqrt(max(rows, cols))."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * (0.2 * math.sqrt(max(rows, cols)))
+    return lr
+
+
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` (its arguments, checks, groups and state) with a step of its own, which
+    runs the Newton-Schulz iteration in ``ns_dtype``: default float32 on CPU (torch's bfloat16
+    ``addmm`` is many times slower there without AMX), bfloat16, torch's own, elsewhere. The step is
+    torch's single-tensor step line for line; nothing of torch is patched."""
+
+    def __init__(self, params, *args: Any, ns_dtype: torch.dtype | None = None, **kwargs: Any) -> None:
+        super().__init__(params, *args, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr = float(group["lr"])
+            momentum, decay = group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                dtype = self.ns_dtype or (torch.float32 if p.device.type == "cpu" else torch.bfloat16)
+                update = newton_schulz(update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
+                p.mul_(1 - lr * decay)
+                p.add_(update, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+        return loss
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -132,7 +165,7 @@ class MuonAdamW(torch.optim.Optimizer):
     scheduler's LR reaches the optimizer that uses it; ``state_dict`` holds both states.
     """
 
-    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
+    def __init__(self, muon: Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
         super().__init__([*muon.param_groups, *adamw.param_groups], {})
 
@@ -142,9 +175,7 @@ class MuonAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        on_cpu = all(p.device.type == "cpu" for g in self.muon.param_groups for p in g["params"])
-        with float32_newton_schulz() if on_cpu else contextlib.nullcontext():
-            self.muon.step()
+        self.muon.step()
         self.adamw.step()
         return loss
 
@@ -181,9 +212,7 @@ def build_optimizer(
     if name != "muon":
         raise ConfigError(f"unknown optimizer {name!r}: use one of {list(OPTIMIZERS)}")
     matrices = [p for n, p in model.named_parameters() if p.requires_grad and is_muon_matrix(n, p)]
-    muon = torch.optim.Muon(
-        matrices, lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum, adjust_lr_fn=muon_adjust_lr
-    )
+    muon = Muon(matrices, lr=muon_lr, weight_decay=weight_decay, momentum=muon_momentum, adjust_lr_fn=muon_adjust_lr)
     # The AdamW rule above for the rest: an untied head decays.
     adamw = torch.optim.AdamW(
         param_groups(model, weight_decay, lr, lr_mults, skip=is_muon_matrix), lr=lr, betas=tuple(betas)
