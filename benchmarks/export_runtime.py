@@ -42,8 +42,8 @@ from packaging.requirements import Requirement
 
 from craft.data import TextDataModule, Tokenizer
 from craft.export import export
-from craft.generation import SamplingConfig, generate
-from craft.model.decode import compile_step
+from craft.generate import SamplingConfig, generate
+from craft.generate.compiled import compile_step
 from craft.module import LanguageModel
 from craft.runtime import ExportedModel
 from craft.scoring import bpc_onnx, bpc_torch, val_windows  # noqa: E402
@@ -107,9 +107,9 @@ def runtime_process(folder: Path, new_tokens: int, *flags: str) -> tuple[float, 
     cmd = [
         sys.executable,
         "-c",
-        PEAK_RSS_AT_EXIT + BLOCK_TORCH + "runpy.run_module('craft.runtime', run_name='__main__')",
+        PEAK_RSS_AT_EXIT + BLOCK_TORCH + "runpy.run_module('craft', run_name='__main__')",
     ]
-    cmd += ["craft.runtime", str(folder), "--prompt", "\n", "--max_new_tokens", str(new_tokens), "--temperature", "0"]
+    cmd += ["run", str(folder), "--prompt", "\n", "--max_new_tokens", str(new_tokens), "--temperature", "0"]
     with tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
         done = subprocess.run(
@@ -170,7 +170,7 @@ def profile_one_token(folder: Path, tokens: int = 300) -> dict:
         options.profile_file_prefix = str(Path(tmp) / "ort")
         rt = ExportedModel(folder, int8=True)
         rt.session = ort.InferenceSession(str(folder / "model.int8.onnx"), options, providers=["CPUExecutionProvider"])
-        list(rt.stream(np.zeros((1, 1), dtype=np.int64), tokens, temperature=0))
+        list(rt.stream(np.zeros((1, 1), dtype=np.int64), SamplingConfig(temperature=0, max_new_tokens=tokens)))
         events = json.loads(Path(rt.session.end_profiling()).read_text())
     per_op: dict[str, float] = collections.defaultdict(float)
     nodes: collections.Counter = collections.Counter()
@@ -271,10 +271,11 @@ def main() -> None:
             except RuntimeError as e:
                 notes.append(f"compiled decode step left out: {e}")
         for name, rt in runtimes.items():
-            contenders[name] = lambda rt=rt: list(rt.stream(prompt.numpy(), args.new_tokens, temperature=0))
+            contenders[name] = lambda rt=rt: list(rt.stream(prompt.numpy(), greedy))
         expected = lm.tokenizer.decode(generate(lm.model, prompt, greedy)[0, 1:].tolist())
         same_text = {
-            name: rt.generate("\n", args.new_tokens, temperature=0) == expected for name, rt in runtimes.items()
+            name: rt.generate("\n", max_new_tokens=args.new_tokens, temperature=0) == expected
+            for name, rt in runtimes.items()
         }
         for fn in contenders.values():  # warm-up: first calls allocate and pick kernels
             fn()

@@ -3,7 +3,7 @@
     python benchmarks/generation.py --config configs/got_char.yaml [--ckpt_path ...] --new-tokens 500
 
 Greedy, from a one-token prompt, in eval mode; median of ``--repeats``. Also the compiled decode
-step (``craft.model.decode``, ``--model.compiled_decode true``) at ``--compiled-batches``, with
+step (``craft.generate.compiled``, ``--model.compiled_decode true``) at ``--compiled-batches``, with
 its compile time and its speed beside the eager cached path measured just before it. Weights do not change the
 speed, so without a checkpoint a freshly initialised model of the config's shape (vocab 100) is used.
 Prints one JSON line.
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.memory import peak_rss_bytes  # noqa: E402
 from craft.compare import merged_config  # noqa: E402
-from craft.generation import SamplingConfig, generate  # noqa: E402
+from craft.generate import SamplingConfig, generate  # noqa: E402
+from craft.generate.compiled import compile_step  # noqa: E402
 from craft.model import GPT, GPTConfig  # noqa: E402
-from craft.model.decode import compile_step  # noqa: E402
 
 
 def untrained_model(config: list[str]) -> GPT:

@@ -34,17 +34,17 @@ echo "== resume from last, fp32 eager, to step 350"
 $py -m craft fit "${run[@]}" "${gpu[@]}" --trainer.max_steps 350 --trainer.val_check_interval 150 \
   --checkpoint.last_every_n_steps 50 --ckpt_path last
 echo "== predict on the GPU"
-$py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.max_new_tokens 200 \
+$py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.sampling.max_new_tokens 200 \
   --data.prompts '["The "]'
 echo "== predict on the CPU from the same checkpoint"
 $py -m craft predict "${run[@]}" --trainer.accelerator cpu --ckpt_path last \
-  --model.max_new_tokens 200 --data.prompts '["The "]'
+  --model.sampling.max_new_tokens 200 --data.prompts '["The "]'
 echo "== predict on the GPU with --model.compiled_decode true (CPU-only: must warn and generate eagerly)"
-$py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.max_new_tokens 200 \
+$py -m craft predict "${run[@]}" "${gpu[@]}" --ckpt_path last --model.sampling.max_new_tokens 200 \
   --data.prompts '["The "]' --model.compiled_decode true
 echo "== predict on the CPU with --model.compiled_decode true (compiles the step once, then generates)"
 $py -m craft predict "${run[@]}" --trainer.accelerator cpu --ckpt_path last \
-  --model.max_new_tokens 200 --data.prompts '["The "]' --model.compiled_decode true
+  --model.sampling.max_new_tokens 200 --data.prompts '["The "]' --model.compiled_decode true
 echo "== generation tokens/s on the GPU (batch 1 / 8 / 32, KV cache vs none)"
 $py benchmarks/generation.py --device cuda --config $cfg --ckpt_path "$out/gpu_run/checkpoints/last.ckpt" \
   --new-tokens 500 --repeats 2 --batches 1,8,32

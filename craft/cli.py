@@ -36,8 +36,8 @@ from craft.checkpoint import (
 from craft.data import TextDataModule
 from craft.data.tokenizers import Tokenizer
 from craft.errors import CraftError, CraftWarning, NothingToDo
-from craft.lightning_private import LoggingStepSync, NoCheckpointHparamsMerge
 from craft.module import LanguageModel
+from craft.private import LoggingStepSync, NoCheckpointHparamsMerge
 from craft.trackers import log_config, make_tracker
 
 
@@ -90,7 +90,7 @@ def quiet_lightning() -> None:
 
 class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
     """LightningCLI for craft. Checkpoint handling runs in ``before_instantiate_classes``; Lightning's
-    own merge of checkpoint hyperparameters is off (``craft/lightning_private.py``)."""
+    own merge of checkpoint hyperparameters is off (``craft/private.py``)."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self.resumed: Checkpoint | None = None  # the checkpoint of this command, once checked

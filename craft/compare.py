@@ -32,6 +32,10 @@ from typing import Any
 import yaml
 
 from craft.errors import CraftError, OneLineParser, old_entry_point, run_verb
+from craft.sampling import SamplingConfig
+
+# Each config's sample: craft's sampling defaults with seed 0, the seed every committed record used.
+SAMPLES = SamplingConfig(seed=0)
 
 
 @dataclass
@@ -239,7 +243,7 @@ def sample(ckpt: str, spec: Spec) -> str:
     from craft.module import LanguageModel
 
     lm = LanguageModel.load_from_checkpoint(ckpt, weights_only=True, map_location="cpu")
-    return spec.prompt + lm.generate(spec.prompt, max_new_tokens=spec.sample_tokens, temperature=0.8, seed=0)
+    return spec.prompt + lm.generate_all([spec.prompt], SAMPLES.with_(max_new_tokens=spec.sample_tokens))[0]
 
 
 def data_section(configs: list[str], args: list[str]) -> dict[str, Any]:
@@ -433,7 +437,8 @@ def markdown(spec: Spec, spec_path: Path, configs: list[dict[str, Any]], machine
             lines.append(f"| {c['name']} | " + " | ".join(fmt(c["grid"].get(str(f))) for f in factors) + " |")
     lines += ["", "![val bpc against training tokens and time](results.png)", "", "## Samples", ""]
     lines += [
-        f"Prompt `{spec.prompt!r}`, {spec.sample_tokens} new tokens, temperature 0.8, seed 0, first seed's model.",
+        f"Prompt `{spec.prompt!r}`, {spec.sample_tokens} new tokens, temperature {SAMPLES.temperature}, "
+        f"top-k {SAMPLES.top_k}, seed {SAMPLES.seed}, first seed's model.",
         "",
     ]
     for c in configs:

@@ -24,11 +24,13 @@ cannot take (not a multiple of 8) exports the plain traced ops instead. Paramete
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,13 +46,13 @@ from craft.errors import CraftError, OneLineParser, old_entry_point, run_verb
 from craft.model import GPT
 from craft.model.blocks import FreeRMSNorm, RotaryPositions
 from craft.model.cache import KVCache
-from craft.model.config import ARCHITECTURE_FIELDS
+from craft.sampling import GREEDY_BELOW
 
 OPSET = 18
 # /2: the cache is one fixed-size key and value buffer per layer (inputs k_i, v_i; outputs k_i_out, v_i_out).
 # /3: attention may be onnxruntime's fused node (manifest "attention": "fused"), which needs the
 #     positions of one call to be consecutive, and to start at 0 when there is more than one.
-FORMAT = "craft-onnx-decoder/3"
+FORMAT = "craft-onnx-decoder/4"
 FUSED_HEAD_MULTIPLE = 8  # GroupQueryAttention's head sizes
 ROTARY_HEAD_MULTIPLE = 16  # ... when it also rotates (do_rotary)
 
@@ -359,41 +361,32 @@ def quantize_int8(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
-def write_loop(step_path: Path, out_path: Path, n_layers: int) -> None:
-    """The decoder step of ``step_path`` inside an ONNX ``Loop`` that also samples, for the browser.
-
-    onnxruntime-web copies every input into WASM memory and every output out of it on each call,
-    so a call per token spends most of its time moving the cache (benchmarks/README.md). Here one
-    call runs ``n`` steps: the first takes ``loop_ids`` ``(1, T)`` at positions ``loop_pos``
-    (a prefill from 0, or one token after the filled slots), each later one the token just drawn;
-    the cache stays inside onnxruntime between steps. Drawing follows ``craft.generation``:
-    ``temperature`` below 1e-6 is greedy (the first largest logit), else the logits over the
-    temperature, the ``top_k`` largest kept, then the smallest set holding ``top_p`` of the mass,
-    and the token is where the cumulative probability first exceeds ``uniforms[i]`` (drawn by the
-    page's seeded generator). Outputs: ``tokens`` ``(n, 1, 1)`` and the cache, ``k_0_next``, ...
-    """
+def draw_nodes(vocab: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """ONNX nodes that draw ``next_ids`` (1, 1) from ``logits`` (1, T, V) by the rule in
+    ``craft/sampling.py``, with the ``uniforms[iteration]`` draw and the ``temperature``, ``top_k``
+    and ``top_p`` inputs; and their constants. The page's loop runs them after each step."""
     from onnx import TensorProto as T
     from onnx import helper as h
     from onnx import numpy_helper
 
-    step = onnx.load(str(step_path))
-    vocab = step.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
-    buffers = buffer_names(n_layers)
     consts = {
         "loop_last": -1,
+        "loop_last_1d": [-1],
         "loop_one": [1],
         "loop_max": [2**62],
         "loop_ninf": float("-inf"),
-        "loop_greedy": 1e-6,
+        "loop_greedy": GREEDY_BELOW,
         "loop_vocab": [vocab],
         "loop_axis1": 1,
+        "loop_axes1": [1],
+        "loop_zero": 0.0,
     }
     inits = [
         numpy_helper.from_array(np.array(v, dtype=np.float32 if isinstance(v, float) else np.int64), k)
         for k, v in consts.items()
     ]
     node = h.make_node
-    draw = [
+    nodes = [
         node("Gather", ["logits", "loop_last"], ["row"], axis=1),  # (1, V): the last position's logits
         node("ArgMax", ["row"], ["greedy_token"], axis=1, keepdims=1),
         node("ReduceMax", ["row"], ["row_max"], keepdims=1),
@@ -403,7 +396,7 @@ def write_loop(step_path: Path, out_path: Path, n_layers: int) -> None:
         node("Gather", ["top_values", "loop_last"], ["kth"], axis=1),
         node("Less", ["z1", "kth"], ["below_k"]),
         node("Where", ["below_k", "loop_ninf", "z1"], ["z2"]),
-        node("TopK", ["z2", "loop_vocab"], ["sorted", "order"], axis=1),  # all, largest first
+        node("TopK", ["z2", "loop_vocab"], ["sorted", "order"], axis=1),  # all, largest first, ties by id
         node("Softmax", ["sorted"], ["sorted_p"], axis=1),
         node("CumSum", ["sorted_p", "loop_axis1"], ["mass_before"], exclusive=1),
         node("GreaterOrEqual", ["mass_before", "top_p"], ["beyond_p"]),  # the first token always stays
@@ -411,18 +404,45 @@ def write_loop(step_path: Path, out_path: Path, n_layers: int) -> None:
         node("Softmax", ["kept"], ["kept_p"], axis=1),
         node("CumSum", ["kept_p", "loop_axis1"], ["cdf"]),
         node("Gather", ["uniforms", "iteration"], ["u"]),
-        node("Greater", ["cdf", "u"], ["past_u"]),
-        node("Cast", ["past_u"], ["past_u_int"], to=T.INT32),
-        node("ArgMax", ["past_u_int"], ["rank"], axis=1, keepdims=1),  # the first True
+        node("LessOrEqual", ["cdf", "u"], ["below_u"]),
+        node("Cast", ["below_u"], ["below_u_int"], to=T.INT64),
+        node("ReduceSum", ["below_u_int", "loop_axes1"], ["past_u"], keepdims=1),  # the first cdf > u
+        node("Greater", ["kept_p", "loop_zero"], ["possible"]),
+        node("Cast", ["possible"], ["possible_int"], to=T.INT64),
+        node("ReduceSum", ["possible_int", "loop_axes1"], ["n_possible"], keepdims=1),
+        node("Sub", ["n_possible", "loop_one"], ["last_possible"]),
+        node("Min", ["past_u", "last_possible"], ["rank"]),  # rounding left none past u: the last possible
         node("GatherElements", ["order", "rank"], ["sampled_token"], axis=1),
         node("Less", ["temperature", "loop_greedy"], ["greedy"]),
         node("Where", ["greedy", "greedy_token", "sampled_token"], ["next_ids"]),
+    ]
+    return nodes, inits
+
+
+def write_loop(step_path: Path, out_path: Path, n_layers: int) -> None:
+    """The decoder step of ``step_path`` inside an ONNX ``Loop`` that also samples, for the browser.
+
+    onnxruntime-web copies every input into WASM memory and every output out of it on each call,
+    so a call per token spends most of its time moving the cache (benchmarks/README.md). Here one
+    call runs ``n`` steps: the first takes ``loop_ids`` ``(1, T)`` at positions ``loop_pos``
+    (a prefill from 0, or one token after the filled slots), each later one the token just drawn;
+    the cache stays inside onnxruntime between steps. Each step draws by ``draw_nodes`` with the
+    page's seeded ``uniforms[i]``. Outputs: ``tokens`` ``(n, 1, 1)`` and the cache, ``k_0_next``, ...
+    """
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    step = onnx.load(str(step_path))
+    vocab = step.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    buffers = buffer_names(n_layers)
+    node = h.make_node
+    draw, inits = draw_nodes(vocab)
+    draw += [
         node("Slice", ["input_pos", "loop_last_1d", "loop_max"], ["last_pos"]),
         node("Add", ["last_pos", "loop_one"], ["next_pos"]),
         node("Identity", ["cond"], ["cond_out"]),
         node("Identity", ["next_ids"], ["token"]),
     ]
-    inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "loop_last_1d"))
     tensor = h.make_tensor_value_info
     body = h.make_graph(
         [*step.graph.node, *draw],
@@ -543,10 +563,10 @@ def export(
                 f"--web needs the fused attention node, which takes head sizes that are multiples of "
                 f"{FUSED_HEAD_MULTIPLE} (this model's is {lm.config.head_size}); export without --web"
             )
-    # Write into a temporary sibling and rename at the end: a failed export leaves nothing behind.
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # Write into a new temporary sibling and rename at the end: a failed export leaves nothing
+    # behind, and no folder that was there before is touched.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     if format == "hf":
         from craft.hf import export_hf
 
@@ -587,14 +607,13 @@ def export(
         tokenizer = lm._require_tokenizer()
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.state(), ensure_ascii=False))
         shutil.copy(Path(__file__).with_name("runtime.py"), tmp / "run.py")
+        shutil.copy(Path(__file__).with_name("sampling.py"), tmp / "craft_sampling.py")  # run.py's one import
         page = []
         if web:
             for f in files:  # the page's own graphs: the step inside a Loop
                 write_loop(tmp / f, tmp / f.replace(".onnx", ".loop.onnx"), lm.config.n_layers)
                 page.append(f.replace(".onnx", ".loop.onnx"))
             page += write_web(tmp, tokenizer.kind)
-        hp = lm.hparams
-        c = lm.config
         manifest = {
             "format": FORMAT,
             "craft_version": craft.__version__,
@@ -604,22 +623,11 @@ def export(
             "source_sha256": hashlib.sha256(ckpt_path.read_bytes()).hexdigest(),
             "global_step": int(checkpoint.get("global_step", 0)),
             "files": {f: (tmp / f).stat().st_size for f in [*files, "tokenizer.json", *page]},
-            "vocab_size": c.vocab_size,
-            "block_size": c.block_size,
-            "n_layers": c.n_layers,
-            "n_head": c.n_head,
-            "head_size": c.head_size,
             # fused: GroupQueryAttention, in place when a buffer is bound as input and output
             "attention": "fused" if fused else "masked",
-            "architecture": {k: getattr(c, k) for k in ARCHITECTURE_FIELDS},
+            "architecture": dataclasses.asdict(lm.config),
             "tokenizer": tokenizer.kind,
-            "sampling": {
-                "temperature": hp.temperature,
-                "top_k": hp.top_k,
-                "top_p": hp.top_p,
-                "seed": hp.seed,
-                "max_new_tokens": hp.max_new_tokens,
-            },
+            "sampling": lm.sampling.as_dict(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():

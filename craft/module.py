@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -14,12 +13,15 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric, Metric, SumMetric
 
-from craft import generation
 from craft.data.tokenizers import Tokenizer
-from craft.errors import CraftError, CraftWarning, note
-from craft.generation import SamplingConfig
+from craft.errors import CraftError, note
+from craft.generate import Engine
 from craft.model import GPT, GPTConfig
 from craft.optim import OPTIMIZERS, SCHEDULES, build_optimizer, check_lr_mults, lr_schedule
+from craft.sampling import SamplingConfig
+
+# Sampling fields that checkpoints made before ``SamplingConfig`` was one argument hold at the top.
+LEGACY_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
 
 
 class PerSource(Metric):
@@ -58,11 +60,7 @@ class LanguageModel(L.LightningModule):
         lr_mults: dict[str, float] | None = None,
         schedule: str = "cosine",
         decay_fraction: float = 0.2,
-        max_new_tokens: int = 500,
-        temperature: float = 0.8,
-        top_k: int | None = 200,
-        top_p: float = 1.0,
-        seed: int = 1337,
+        sampling: SamplingConfig = SamplingConfig(),
         compile: bool = False,
         compiled_decode: bool = False,
         **arch: Any,
@@ -89,11 +87,8 @@ class LanguageModel(L.LightningModule):
             schedule: LR schedule: cosine (warmup, cosine decay to min_lr) or wsd (warmup, flat,
                 then a linear decay to min_lr over the last `decay_fraction` of the steps).
             decay_fraction: Fraction of the steps in wsd's final decay.
-            max_new_tokens: Tokens to generate per prompt in `predict` and `generate`.
-            temperature: Sampling temperature; 0 is greedy.
-            top_k: Sample only among the k most likely tokens (null: no limit).
-            top_p: Nucleus sampling: the smallest set of tokens with this much probability mass.
-            seed: Seed of the generator used for sampling (training's random stream is untouched).
+            sampling: How `predict` and `generate` draw tokens, and how many (craft/sampling.py):
+                temperature, top_k, top_p, max_new_tokens, seed, stop.
             compile: Compile the inner transformer with torch.compile.
             compiled_decode: Generate (`predict`, `generate`) through a decode step compiled ahead of
                 time by AOTInductor: several times faster on CPU. Needs a C++ compiler; compiled once
@@ -104,12 +99,15 @@ class LanguageModel(L.LightningModule):
                 field needs no edit here.
         """
         super().__init__()
-        self.save_hyperparameters()
+        # Checkpoints before the one sampling config kept its fields at the top level.
+        legacy = {k: arch.pop(k) for k in LEGACY_SAMPLING if k in arch}
+        self.sampling = SamplingConfig.of(sampling).with_(**legacy)
+        self.save_hyperparameters(ignore=list(legacy))
         GPTConfig.check_names(arch)
         self.config = GPTConfig(vocab_size=vocab_size, **arch)
-        # Every field into the hyperparameters (and so the checkpoint), set or defaulted.
-        self.hparams.update(dataclasses.asdict(self.config))
-        self.sampling = SamplingConfig(temperature, top_k, top_p, max_new_tokens)  # validated here, once
+        # Every field into the hyperparameters (and so the checkpoint), set or defaulted; sampling
+        # as plain values, which a weights-only checkpoint load accepts.
+        self.hparams.update(dataclasses.asdict(self.config), sampling=self.sampling.as_dict())
         if optimizer not in OPTIMIZERS:
             raise CraftError(f"unknown optimizer {optimizer!r}: use one of {list(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
@@ -125,7 +123,7 @@ class LanguageModel(L.LightningModule):
         self.val_by_source: PerSource | None = None
         self._chars_per_token: torch.Tensor | None = None
         self._last_batch_tokens = 0
-        self._steps: dict[Any, Any] = {}  # compiled decode steps by package path (weights, batch)
+        self._engine: Engine | None = None
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -186,14 +184,13 @@ class LanguageModel(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y, *source = batch  # a mixture's batches also say which source each window is from
         self._last_batch_tokens = x.numel()
-        logits, _ = self.model(x, y)
-        nats = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+        _, nats = self.model(x, y, loss_reduction="none")  # (B, T): one cross-entropy, each token's
         chars = self._chars(y)
         self.val_loss.update(nats)
         self.val_nats.update(nats.sum())
         self.val_chars.update(chars.sum())
         if source and self.val_by_source is not None:
-            self.val_by_source.update(source[0], nats.view_as(y), chars)
+            self.val_by_source.update(source[0], nats, chars)
         self.log("val/loss", self.val_loss, prog_bar=True)
 
     def _chars(self, ids: torch.Tensor) -> torch.Tensor:
@@ -310,66 +307,34 @@ class LanguageModel(L.LightningModule):
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        stop: list[str] | None = None,
     ) -> str:
-        """Continue ``prompt``; returns only the new text. Unset arguments use the model's settings."""
-        hp = self.hparams
-        sampling = SamplingConfig(
-            hp.temperature if temperature is None else temperature,
-            hp.top_k if top_k is None else top_k,
-            hp.top_p if top_p is None else top_p,
-            hp.max_new_tokens if max_new_tokens is None else max_new_tokens,
-        ).for_vocab(self.config.vocab_size)
-        tokenizer = self._require_tokenizer()
-        if not prompt:
-            raise CraftError("prompt is empty; give at least one character")
-        ids = tokenizer.encode(prompt)
-        if len(ids) > self.config.block_size:
-            warnings.warn(
-                f"prompt has {len(ids)} tokens, more than the context of {self.config.block_size}; "
-                "only its last tokens are used",
-                CraftWarning,
-                stacklevel=2,
-            )
-        generator = torch.Generator(device=self.device).manual_seed(hp.seed if seed is None else seed)
-        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            step = self._compiled_step(batch_size=1) if hp.compiled_decode else None
-            out = generation.generate(self.model, idx, sampling, generator, step=step)
-        finally:
-            self.model.train(was_training)
-        return tokenizer.decode(out[0, len(ids) :].tolist())
+        """Continue ``prompt``; returns only the new text. Unset arguments use ``self.sampling``."""
+        sampling = self.sampling.with_(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop
+        )
+        return self.generate_all([prompt], sampling)[0]
 
-    def _compiled_step(self, batch_size: int):
-        """The compiled decode step for the current weights, or None where it cannot be used."""
+    def generate_all(self, prompts: list[str], sampling: SamplingConfig | None = None) -> list[str]:
+        """The new text after each prompt (equal-length prompts as one batch), by ``sampling``
+        (default: the model's)."""
+        return self.engine.generate(prompts, sampling or self.sampling, compiled=self._compiled_decode())
+
+    @property
+    def engine(self) -> Engine:
+        tokenizer = self._require_tokenizer()
+        if self._engine is None or self._engine.tokenizer is not tokenizer:
+            self._engine = Engine(self.model, tokenizer, compiled=self.hparams.compiled_decode)
+        return self._engine
+
+    def _compiled_decode(self) -> bool:
+        """Whether to use the compiled decode step now: as configured, but never while fitting
+        (the weights change every step, so samples during fit stay eager)."""
         try:
             fitting = self.trainer.state.fn == TrainerFn.FITTING
         except RuntimeError:  # not attached to a Trainer: the Python API
             fitting = False
-        if fitting:
-            return None  # weights change every step: samples during fit stay eager
-        if self.device.type != "cpu":
-            warnings.warn("compiled_decode runs on CPU only; generating with eager PyTorch", CraftWarning, stacklevel=3)
-            return None
-        from craft.model.decode import compile_step, package_path
-
-        key = package_path(self.model, batch_size)
-        if key not in self._steps:
-            if not key.exists():
-                note(f"compiling the decode step for these weights into {key} (once per checkpoint)")
-            try:
-                self._steps[key] = compile_step(self.model, batch_size, path=key)
-            except Exception as e:  # no C++ compiler, an unsupported part: eager still works
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                warnings.warn(
-                    f"compiled_decode: could not compile the decode step ({reason[:300]}); generating with "
-                    "eager PyTorch. Set --model.compiled_decode false to skip the attempt",
-                    CraftWarning,
-                    stacklevel=3,
-                )
-                self._steps[key] = None
-        return self._steps[key]
+        return bool(self.hparams.compiled_decode) and not fitting
 
     def predict_step(self, batch: list[str], batch_idx: int) -> list[dict[str, str]]:
-        return [{"prompt": p, "text": self.generate(p)} for p in batch]
+        return [{"prompt": p, "text": t} for p, t in zip(batch, self.generate_all(batch), strict=True)]

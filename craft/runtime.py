@@ -3,10 +3,12 @@
     python -m craft run export/got_char --prompt "Winter" --max_new_tokens 200
     python export/got_char/run.py --prompt "Winter"          # the copy inside an exported folder
 
-Generation mirrors ``craft.generation.stream``: temperature (0 is greedy), top-k, top-p, a seed, a KV
-cache (one token of work per step) and the same sliding window once the context is full. Char
-tokenizers need nothing more; BPE tokenizers also need the ``tokenizers`` package (no PyTorch).
-This file imports nothing from craft, so it can be copied anywhere on its own.
+Generation mirrors ``craft.generate.stream``: the one ``SamplingConfig`` (``craft/sampling.py``:
+temperature, 0 is greedy; top-k; top-p; max new tokens; a seed; stop strings) with the model's
+settings from the manifest as defaults, a KV cache (one token of work per step) and the same sliding
+window once the context is full. Char tokenizers need nothing more; BPE tokenizers also need the
+``tokenizers`` package (no PyTorch). Besides numpy and onnxruntime this file needs only
+``craft/sampling.py``, which an export copies beside it as ``craft_sampling.py``.
 
 A step costs a few hundred microseconds, so what surrounds it matters: with a fused-attention
 export (``craft/export.py``) each layer's cache buffer is bound once as both the input and the
@@ -28,8 +30,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-GREEDY_BELOW = 1e-6  # as craft.generation
-FORMAT = "craft-onnx-decoder/3"  # as craft.export
+if (Path(__file__).resolve().parent / "manifest.json").is_file():  # run.py in an exported folder
+    from craft_sampling import SamplingConfig, SamplingError, cut_at_stop
+else:
+    from craft.sampling import SamplingConfig, SamplingError, cut_at_stop
+
+FORMAT = "craft-onnx-decoder/4"  # as craft.export
 DEFAULT_THREADS = 1
 
 
@@ -40,21 +46,27 @@ class RunError(Exception):
 def load_tokenizer(state: dict):
     """The tokenizer of ``tokenizer.json``: char or bpe only. Like craft (``craft/checkpoint.py``),
     the runtime imports nothing that an exported file names."""
-    kind = state.get("type")
-    if "class_path" in state:
+    kind = state.get("type") if isinstance(state, dict) else None
+    if isinstance(state, dict) and "class_path" in state:
         raise RunError(
             f"tokenizer.json names a tokenizer class ({state['class_path']!r}); the runtime knows only "
             "the char and bpe tokenizers and imports nothing a file names"
         )
     if kind == "char":
-        return CharCodec(state["vocab"])
+        vocab = state.get("vocab")
+        if not (isinstance(vocab, list) and all(isinstance(c, str) for c in vocab)):
+            raise RunError("tokenizer.json holds a char tokenizer without its vocabulary: export the model again")
+        return CharCodec(vocab)
     if kind == "bpe":
         try:
             import tokenizers
         except ImportError:
             raise RunError("this model uses a BPE tokenizer: pip install tokenizers (no PyTorch needed)") from None
-        return tokenizers.Tokenizer.from_str(state["trained"])
-    raise RunError(f"unknown tokenizer type {kind!r} in tokenizer.json")
+        try:
+            return tokenizers.Tokenizer.from_str(state["trained"])
+        except Exception as e:  # the tokenizers library raises its own Exception type
+            raise RunError(f"tokenizer.json holds a BPE tokenizer that does not load ({e}); export again") from None
+    raise RunError(f"unknown tokenizer type {kind!r} in tokenizer.json: the runtime reads char and bpe; export again")
 
 
 class CharCodec:
@@ -73,27 +85,31 @@ class CharCodec:
 
 
 def sample_next(
-    logits: np.ndarray, temperature: float, top_k: int | None, top_p: float, rng: np.random.Generator
+    logits: np.ndarray, sampling: SamplingConfig, rng: np.random.Generator, uniforms: np.ndarray | None = None
 ) -> np.ndarray:
-    """One token per row of ``logits`` (B, V) -> (B, 1); the same rules as craft.generation.sample_next."""
-    if temperature < GREEDY_BELOW:
+    """One token per row of ``logits`` (B, V) -> (B, 1), by the rule in ``craft/sampling.py`` (the
+    torch sampler's and the page's): ``uniforms`` (B, 1) in [0, 1) are the draws (default: ``rng``)."""
+    if sampling.greedy:
         return logits.argmax(axis=-1)[:, None]
-    # The token where the cumulative mass first exceeds a uniform draw, as the --web page's loop
-    # graph draws (unnormalized: the draw is scaled to the total); a draw that rounds up to the
-    # total takes the last kept token, never a dropped one.
-    cdf = np.cumsum(np.exp(filter_logits(logits, temperature, top_k, top_p)), axis=-1)
-    u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
-    last_kept = (cdf < cdf[:, -1:]).sum(axis=-1, keepdims=True)
-    return np.minimum((cdf <= u).sum(axis=-1, keepdims=True), last_kept)
+    if uniforms is None:
+        uniforms = rng.random((logits.shape[0], 1))
+    filtered = filter_logits(logits, sampling)
+    order = np.argsort(-filtered, axis=-1, kind="stable")  # largest first, ties by lower id
+    probs = softmax(np.take_along_axis(filtered, order, axis=-1))
+    past_u = (np.cumsum(probs, axis=-1) <= uniforms).sum(axis=-1, keepdims=True)  # the first cdf > u
+    last_possible = (probs > 0).sum(axis=-1, keepdims=True) - 1  # where rounding leaves none past u
+    return np.take_along_axis(order, np.minimum(past_u, last_possible), axis=-1)
 
 
-def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float) -> np.ndarray:
-    """Logits (B, V) scaled by the temperature, tokens outside top-k / top-p at -inf (as craft.generation)."""
-    logits = (logits - logits.max(axis=-1, keepdims=True)) / np.float64(temperature)
-    V = logits.shape[-1]
+def filter_logits(logits: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
+    """Logits (B, V) scaled by the temperature, tokens outside top-k / top-p at -inf (float32, as
+    the torch sampler and the page compute)."""
+    logits = logits.astype(np.float32)
+    logits = (logits - logits.max(axis=-1, keepdims=True)) / np.float32(sampling.temperature)
+    V, top_k, top_p = logits.shape[-1], sampling.top_k, sampling.top_p
     if top_k is not None and top_k < V:
         kth = np.sort(logits, axis=-1)[:, [V - top_k]]
-        logits = np.where(logits < kth, -np.inf, logits)
+        logits = np.where(logits < kth, -np.inf, logits).astype(np.float32)
     if top_p < 1.0:
         order = np.argsort(-logits, axis=-1, kind="stable")
         sorted_logits = np.take_along_axis(logits, order, axis=-1)
@@ -101,7 +117,7 @@ def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top
         drop_sorted = (np.cumsum(probs, axis=-1) - probs) >= top_p  # the first token always stays
         drop = np.zeros_like(drop_sorted)
         np.put_along_axis(drop, order, drop_sorted, axis=-1)
-        logits = np.where(drop, -np.inf, logits)
+        logits = np.where(drop, -np.inf, logits).astype(np.float32)
     return logits
 
 
@@ -160,16 +176,34 @@ class InPlaceDecoder:
         return self._bound[2]
 
 
+def read_json(path: Path, what: str):
+    """A JSON file of an exported folder, or one line saying what is wrong with it."""
+    if not path.is_file():
+        raise RunError(f"{path} not found: the exported folder is incomplete; export it again")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON ({e}): the {what} is damaged; export the model again") from None
+
+
 class ExportedModel:
     def __init__(self, folder: str | Path, int8: bool = False, threads: int | None = None) -> None:
         folder = Path(folder)
-        manifest_file = folder / "manifest.json"
-        if not manifest_file.is_file():
+        if not (folder / "manifest.json").is_file():
             raise RunError(f"{folder} is not an exported craft model (no manifest.json); make one with craft export")
-        self.manifest = json.loads(manifest_file.read_text())
-        m = self.manifest
-        if m.get("format") != FORMAT:
-            raise RunError(f"{folder} holds format {m.get('format')!r}; this runtime reads {FORMAT}: export it again")
+        self.manifest = m = read_json(folder / "manifest.json", "manifest")
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            found = m.get("format") if isinstance(m, dict) else None
+            raise RunError(f"{folder} holds format {found!r}; this runtime reads {FORMAT}: export it again")
+        try:
+            arch = m["architecture"]
+            self.sampling = SamplingConfig.of(m["sampling"])
+            self.block_size, self._n_layers, self.vocab_size = arch["block_size"], arch["n_layers"], arch["vocab_size"]
+            self._buffer_shape = (arch["n_head"], arch["block_size"], arch["d_model"] // arch["n_head"])
+        except (KeyError, TypeError, ZeroDivisionError, SamplingError) as e:
+            raise RunError(
+                f"{folder / 'manifest.json'} is damaged ({type(e).__name__}: {e}); export the model again"
+            ) from None
         name = "model.int8.onnx" if int8 else "model.onnx"
         if not (folder / name).is_file():
             hint = " (export with --int8)" if int8 else ""
@@ -177,12 +211,15 @@ class ExportedModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or DEFAULT_THREADS
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = load_tokenizer(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
-        self.block_size = m["block_size"]
+        try:
+            self.session = ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for a truncated or foreign file
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise RunError(
+                f"{folder / name} cannot be loaded by onnxruntime ({first}); export the model again"
+            ) from None
+        self.tokenizer = load_tokenizer(read_json(folder / "tokenizer.json", "tokenizer"))
         self.fused = m.get("attention") == "fused"
-        self._buffer_shape = (m["n_head"], m["block_size"], m["head_size"])
-        self._n_layers = m["n_layers"]
         self._buffers = [f"{kind}_{i}" for i in range(self._n_layers) for kind in ("k", "v")]
         self._inputs = ["ids", "input_pos", *self._buffers]
 
@@ -200,7 +237,7 @@ class ExportedModel:
     def decoder(self, batch: int):
         """``(ids (B, T), start) -> logits (B, T, V)`` with the cache kept between calls."""
         if self.fused:
-            return InPlaceDecoder(self.session, self._buffers, self._buffer_shape, batch, self.manifest["vocab_size"])
+            return InPlaceDecoder(self.session, self._buffers, self._buffer_shape, batch, self.vocab_size)
         cache = self.empty_cache(batch)
 
         def run(ids: np.ndarray, start: int) -> np.ndarray:
@@ -210,27 +247,20 @@ class ExportedModel:
 
         return run
 
-    def stream(
-        self,
-        idx: np.ndarray,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> Iterator[np.ndarray]:
-        """Yield ``max_new_tokens`` new token columns (B, 1), as ``craft.generation.stream`` does."""
-        rng = np.random.default_rng(seed)
+    def stream(self, idx: np.ndarray, sampling: SamplingConfig) -> Iterator[np.ndarray]:
+        """Yield up to ``sampling.max_new_tokens`` new token columns (B, 1), as
+        ``craft.generate.stream`` does (stop strings are ``generate``'s)."""
+        rng = np.random.default_rng(sampling.seed)
         block, keep = self.block_size, max(1, self.block_size // 2)
         ctx = idx[:, -block:]
         run = self.decoder(idx.shape[0])
         filled = 0  # positions of ctx whose keys and values are in the cache
-        for _ in range(max_new_tokens):
+        for _ in range(sampling.max_new_tokens):
             if ctx.shape[1] > block:
                 ctx, filled = ctx[:, -keep:], 0  # slide: prefill the newest half of the window again
             logits = run(ctx, 0) if filled == 0 else run(ctx[:, -1:], filled)
             filled = ctx.shape[1]
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, rng)
+            nxt = sample_next(logits[:, -1, :], sampling, rng)
             ctx = np.concatenate([ctx, nxt], axis=1)
             yield nxt
 
@@ -240,27 +270,22 @@ class ExportedModel:
         vocab = getattr(self.tokenizer, "vocab", None)
         return vocab[0] if vocab and "\n" not in vocab else "\n"
 
-    def generate(self, prompt: str, max_new_tokens: int | None = None, **sampling) -> str:
-        """Continue ``prompt``; returns only the new text. Unset settings come from the manifest."""
-        settings = {k: v for k, v in self.manifest["sampling"].items() if k != "max_new_tokens"}
-        settings.update({k: v for k, v in sampling.items() if v is not None})
-        n = self.manifest["sampling"]["max_new_tokens"] if max_new_tokens is None else max_new_tokens
+    def generate(self, prompt: str, **changes) -> str:
+        """Continue ``prompt``; returns only the new text. Settings that are not given (or None)
+        are the model's, from the manifest; all are checked by ``SamplingConfig``."""
+        try:
+            sampling = self.sampling.with_(**changes).for_vocab(self.vocab_size)
+        except (SamplingError, TypeError) as e:
+            raise RunError(str(e)) from None
         if not prompt:
             raise RunError("prompt is empty; give at least one character")
-        problems = []
-        if settings["temperature"] < 0:
-            problems.append(f"temperature must be >= 0 (0 means greedy), got {settings['temperature']}")
-        if settings["top_k"] is not None and settings["top_k"] < 1:
-            problems.append(f"top_k must be >= 1, got {settings['top_k']}")
-        if not 0 < settings["top_p"] <= 1:
-            problems.append(f"top_p must be in (0, 1], got {settings['top_p']}")
-        if n < 0:
-            problems.append(f"max_new_tokens must be >= 0, got {n}")
-        if problems:
-            raise RunError("invalid sampling settings: " + "; ".join(problems))
         ids = np.array([self.tokenizer.encode(prompt)], dtype=np.int64)
-        new = [int(t[0, 0]) for t in self.stream(ids, n, **settings)]
-        return self.tokenizer.decode(new)
+        new: list[int] = []
+        for column in self.stream(ids, sampling):
+            new.append(int(column[0, 0]))
+            if sampling.stop and cut_at_stop(self.tokenizer.decode(new), sampling.stop)[1]:
+                break
+        return cut_at_stop(self.tokenizer.decode(new), sampling.stop)[0]
 
 
 class Parser(argparse.ArgumentParser):
@@ -293,6 +318,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampling generator")
+    parser.add_argument("--stop", action="append", default=None, help="stop at this text (repeat for several)")
     parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
     parser.add_argument(
         "--threads", type=int, default=None, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})"
@@ -310,11 +336,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         start = time.perf_counter()
         text = model.generate(
             prompt,
-            args.max_new_tokens,
+            max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
             seed=args.seed,
+            stop=args.stop,
         )
     except RunError as e:
         print(f"craft: error: {e}", file=sys.stderr)

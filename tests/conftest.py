@@ -64,7 +64,7 @@ def tiny_args(
         *TINY_MODEL,
         "--model.warmup_steps",
         "2",
-        "--model.max_new_tokens",
+        "--model.sampling.max_new_tokens",
         "20",
         "--data.path",
         str(corpus),

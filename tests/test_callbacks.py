@@ -26,7 +26,7 @@ def test_run_logs_losses_rates_lr_and_samples(corpus, tmp_path, capsys):
             "12",
             "--samples.every_n_steps",
             "5",
-            "--samples.max_new_tokens",
+            "--samples.sampling.max_new_tokens",
             "40",
             "--throughput.window_size",
             "2",

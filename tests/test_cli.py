@@ -191,7 +191,8 @@ def test_predict_prints_the_text_and_crafts_own_notes_only(tiny_run, tmp_path):
     ckpt = tmp_path / "last.ckpt"
     shutil.copy(tiny_run[0], ckpt)  # predict writes its samples beside the checkpoint's folder
     args = [*python_cmd(), "predict", "--ckpt_path", str(ckpt), "--data.prompts", '["the "]']
-    args += ["--model.max_new_tokens", "20", "--model.top_k", "5", "--model.temperature", "0"]
+    args += ["--model.sampling.max_new_tokens", "20", "--model.sampling.top_k", "5"]
+    args += ["--model.sampling.temperature", "0"]
     run = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("--- prompt: 'the '\nthe ") and len(run.stdout.strip().splitlines()) == 2

@@ -10,10 +10,10 @@ from conftest import ALL_COMPONENTS, perturbed, tiny_args
 from craft.cli import main
 from craft.data.tokenizers import CharTokenizer
 from craft.errors import CraftWarning
-from craft.generation import SamplingConfig, generate
+from craft.generate import SamplingConfig, generate
+from craft.generate.compiled import DecodeStep, compiled
 from craft.model import GPT, GPTConfig
 from craft.model.cache import KVCache
-from craft.model.decode import DecodeStep, compiled
 from craft.module import LanguageModel
 
 needs_compiler = pytest.mark.skipif(
@@ -69,7 +69,8 @@ def test_compiled_decode_through_predict_matches_eager_and_is_compiled_once(corp
     # 40 new tokens with block 16: generation slides its window past the compiled buffers' end.
     predict = ["predict", *tiny_args(corpus, logs), "--ckpt_path", "last", "--data.prompts", '["The king"]']
     # Sampled (seeded), not greedy: an undertrained model's greedy text is one repeated character.
-    predict += ["--model.temperature", "1.0", "--model.top_k", "null", "--model.max_new_tokens", "40"]
+    predict += ["--model.sampling.temperature", "1.0", "--model.sampling.top_k", "null"]
+    predict += ["--model.sampling.max_new_tokens", "40"]
 
     def predicted(*extra: str) -> str:
         capsys.readouterr()

@@ -1,8 +1,10 @@
 """craft export and craft run: an ONNX decoder with a KV cache, int8, and generation without torch."""
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +19,8 @@ from craft import LanguageModel
 from craft.cli import main
 from craft.errors import CraftError
 from craft.export import export
-from craft.generation import SamplingConfig, filter_logits
 from craft.runtime import ExportedModel, RunError
-from craft.runtime import filter_logits as np_filter_logits
-from craft.runtime import sample_next as np_sample_next
+from craft.sampling import SamplingConfig
 from tests.conftest import ROOT, make_text, tiny_args
 
 LOGITS_ATOL = 1e-4  # fp32 ONNX vs PyTorch, largest absolute difference of any logit
@@ -43,6 +43,7 @@ def exported(tmp_path_factory):
 def test_folder_is_self_contained_and_checked(exported):
     out, lm, manifest, _ = exported
     assert sorted(p.name for p in out.iterdir()) == [
+        "craft_sampling.py",
         "manifest.json",
         "model.int8.onnx",
         "model.onnx",
@@ -57,8 +58,9 @@ def test_folder_is_self_contained_and_checked(exported):
         assert [o.name for o in session.get_outputs()] == ["logits", "k_0_out", "v_0_out", "k_1_out", "v_1_out"]
     m = json.loads((out / "manifest.json").read_text())
     assert m == manifest
-    assert (m["vocab_size"], m["block_size"], m["n_layers"]) == (lm.config.vocab_size, 16, 2)
-    assert m["architecture"]["norm"] == "layernorm" and m["global_step"] == 30
+    assert m["architecture"] == dataclasses.asdict(lm.config)  # written from the config, not field by field
+    assert (m["architecture"]["block_size"], m["architecture"]["n_layers"], m["global_step"]) == (16, 2, 30)
+    assert m["sampling"] == lm.sampling.as_dict() and SamplingConfig.of(m["sampling"]) == lm.sampling
     assert json.loads((out / "tokenizer.json").read_text()) == lm.tokenizer.state()
 
 
@@ -268,30 +270,41 @@ def test_runtime_works_where_torch_cannot_be_imported(exported, how, tmp_path):
     assert len(done.stdout) == 1 + 20 + 1 and done.stdout.startswith("\n")  # char tokenizer: one char a token
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 5, 1.0), (0.7, None, 0.6), (1.3, 10, 0.8), (0.5, 3, 0.3)])
-def test_sampling_rules_match_pytorch(temperature, top_k, top_p):
-    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
-    ours = np_filter_logits(logits.numpy(), temperature, top_k, top_p)
-    theirs = filter_logits(logits, SamplingConfig(temperature, top_k, top_p)).numpy()
-    assert np.array_equal(np.isinf(ours), np.isinf(theirs))  # the same candidate tokens
-    np.testing.assert_allclose(np.where(np.isinf(ours), 0, ours), np.where(np.isinf(theirs), 0, theirs), rtol=1e-5)
-    rng = np.random.default_rng(0)
-    drawn = {int(t) for _ in range(50) for t in np_sample_next(logits.numpy(), temperature, top_k, top_p, rng)[:1, 0]}
-    assert all(not np.isinf(theirs[0, t]) for t in drawn)
-    greedy = np_sample_next(logits.numpy(), 0.0, None, 1.0, rng)
-    assert greedy[:, 0].tolist() == logits.argmax(-1).tolist()
+@pytest.mark.slow
+def test_a_damaged_folder_is_named_in_one_line(exported, tmp_path):
+    out = exported[0]
+    cases = {
+        "manifest.json": ("{not json", "manifest.json is not valid JSON"),
+        "tokenizer.json": ('{"type": "char"}', "a char tokenizer without its vocabulary"),
+        "model.onnx": ("truncated", "model.onnx cannot be loaded by onnxruntime"),
+    }
+    for name, (text, message) in cases.items():
+        folder = tmp_path / name
+        shutil.copytree(out, folder)
+        (folder / name).write_text(text)
+        with pytest.raises(RunError, match=message) as e:
+            ExportedModel(folder)
+        assert "\n" not in str(e.value) and "export" in str(e.value)
+    folder = tmp_path / "no-architecture"
+    shutil.copytree(out, folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    del m["architecture"]["n_head"]
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RunError, match="manifest.json is damaged .*n_head"):
+        ExportedModel(folder)
 
 
-def test_runtime_draws_follow_the_filtered_distribution():
-    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 1e-3]] * 4000, dtype=np.float32))
-    drawn = np_sample_next(logits, 1.0, 4, 1.0, np.random.default_rng(0))[:, 0]
-    freq = np.bincount(drawn, minlength=5) / drawn.size
-    expected = np.array([0.5, 0.3, 0.15, 0.05, 0.0]) / 0.999 * np.array([1, 1, 1, 1, 0])
-    assert np.abs(freq - expected).max() < 0.025  # 4,000 draws: ~3 standard errors of the largest share
-    assert freq[4] == 0  # outside top-k: never drawn
-    # A uniform at the very top of the mass takes the last kept token, not a dropped one.
-    top = type("Top", (), {"random": lambda self, shape: np.full(shape, 1 - 2**-53)})()
-    assert np_sample_next(logits[:1], 1.0, 4, 1.0, top).tolist() == [[3]]
+@pytest.mark.slow
+def test_export_writes_beside_other_folders_without_touching_them(exported, tmp_path):
+    """The temporary folder has a name of its own: a sibling named like one (the old export's
+    fixed ``.NAME.tmp``) keeps its files, and a failed export leaves nothing behind."""
+    source = Path(exported[2]["source_checkpoint"])
+    keep = tmp_path / ".model.tmp"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("not craft's")
+    export(source, tmp_path / "model")
+    assert (keep / "mine.txt").read_text() == "not craft's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.tmp", "model"]
 
 
 @pytest.mark.slow

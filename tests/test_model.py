@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from conftest import ALL_COMPONENTS, COMPONENTS, perturbed
 
 from craft.errors import ConfigError
-from craft.generation import SamplingConfig, generate
+from craft.generate import SamplingConfig, generate
 from craft.model import GPT, GPTConfig
 from craft.model.cache import KVCache
 
@@ -222,7 +222,7 @@ def test_cpu_dropout_keeps_a_bool_mask_scales_kept_values_and_routes_gradients_t
 
 
 def test_generation_stops_where_the_stop_condition_says():
-    from craft.generation import stream
+    from craft.generate import stream
 
     m = tiny()
     prompt = torch.randint(0, 20, (1, 3))

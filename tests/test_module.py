@@ -59,11 +59,19 @@ def test_every_architecture_field_is_a_documented_model_argument_with_the_config
 
 
 def test_generation_settings_are_validated_when_the_model_is_built():
+    from craft.callbacks import SampleGeneration
     from craft.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="max_new_tokens must be an integer >= 0, got -5"):
-        LanguageModel(vocab_size=11, max_new_tokens=-5)
-    from craft.callbacks import SampleGeneration
-
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 0, got -5"):
+        LanguageModel(vocab_size=11, sampling={"max_new_tokens": -5})
     with pytest.raises(ConfigError, match="temperature must be >= 0"):
-        SampleGeneration(temperature=-1)
+        SampleGeneration(sampling={"temperature": -1})
+
+
+def test_checkpoints_from_before_the_sampling_config_keep_their_settings():
+    """Their sampling fields sat at the top of the hyperparameters: they become the config."""
+    lm = LanguageModel(vocab_size=11, d_model=16, n_layers=1, n_head=2, d_hid=32, temperature=0.5, top_k=7)
+    assert (lm.sampling.temperature, lm.sampling.top_k, lm.sampling.seed) == (0.5, 7, 1337)
+    assert "temperature" not in lm.hparams and lm.hparams["sampling"]["top_k"] == 7
+    again = LanguageModel(**lm.hparams)  # what load_from_checkpoint does with the saved hyperparameters
+    assert again.sampling == lm.sampling

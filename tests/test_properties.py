@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from craft.data.datamodule import WindowBatchSampler
 from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
-from craft.generation import SamplingConfig, generate, sample_next
+from craft.generate import SamplingConfig, generate, sample_next
 from craft.model import GPT, GPTConfig
 
 

@@ -49,7 +49,7 @@ BUSY = [
     "40",
     "--samples.every_n_steps",
     "3",
-    "--samples.max_new_tokens",
+    "--samples.sampling.max_new_tokens",
     "300",
     "--checkpoint.last_every_n_steps",
     "2",
@@ -76,7 +76,7 @@ PHASES = {
         "0",
         "--samples.every_n_steps",
         "2",
-        "--samples.max_new_tokens",
+        "--samples.sampling.max_new_tokens",
         "3000",
     ],
 }

@@ -13,7 +13,7 @@ from tests.conftest import ROOT, scalars, tiny_args
 
 def run(corpus, logs, tracker: str, *extra: str) -> None:
     preset = ["--config", str(ROOT / "configs" / "presets" / f"{tracker}.yaml")]
-    args = tiny_args(corpus, logs, "--samples.every_n_steps", "5", "--samples.max_new_tokens", "8", *extra)
+    args = tiny_args(corpus, logs, "--samples.every_n_steps", "5", "--samples.sampling.max_new_tokens", "8", *extra)
     main(["fit", *preset, *args, "--trainer.max_steps", "10"])
 
 

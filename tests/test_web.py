@@ -76,6 +76,19 @@ def test_page_generates_pytorchs_greedy_text_in_chromium_and_reports_its_speed(w
         assert set(a["text"]) <= set(lm.tokenizer.state()["vocab"])
         bad = drive(url + "?prompt=%E6%97%A5&max_new_tokens=5&autorun=1")
         assert "outside the model's vocabulary" in bad["error"]
+        # The manifest's stop strings end the page's text where they end PyTorch's.
+        greedy = lm.generate("The king", max_new_tokens=60, temperature=0)
+        stop = greedy[20:22]
+        saved = (out / "manifest.json").read_text()
+        manifest = json.loads(saved)
+        manifest["sampling"]["stop"] = [stop]
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        try:
+            cut = drive(url + "?prompt=The%20king&max_new_tokens=60&temperature=0&autorun=1")
+        finally:
+            (out / "manifest.json").write_text(saved)
+        assert cut["text"] == greedy[: greedy.index(stop)]
+        assert cut["text"] == lm.generate("The king", max_new_tokens=60, temperature=0, stop=[stop])
 
 
 def test_web_refuses_without_onnxruntime_web_and_names_the_command(tmp_path, monkeypatch):
@@ -107,7 +120,7 @@ def test_generation_loop_graph_draws_by_craft_rules(tmp_path):
     import torch
 
     from craft.export import export_onnx, save_ort_optimized, write_loop
-    from craft.generation import SamplingConfig, generate
+    from craft.generate import SamplingConfig, generate
     from craft.model import GPT
     from craft.model.config import GPTConfig
 

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from craft.callbacks.throughput import TokenThroughput
-from craft.generation import SamplingConfig
+from craft.sampling import SamplingConfig
 from craft.trackers import log_sample
 
 
@@ -36,11 +36,7 @@ class SampleGeneration(L.Callback):
         every_n_steps: int = 500,
         prompts: list[str] | None = None,
         prompt_chars: int = 32,
-        max_new_tokens: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = 200,
-        top_p: float = 1.0,
-        seed: int = 1234,
+        sampling: SamplingConfig = SamplingConfig(),
         at_end: bool = True,
     ) -> None:
         """
@@ -48,23 +44,15 @@ class SampleGeneration(L.Callback):
             every_n_steps: Sample every this many optimizer steps (0: never during training).
             prompts: Prompts to continue (default: the first `prompt_chars` characters of the validation text).
             prompt_chars: Length of the default prompt taken from the validation text.
-            max_new_tokens: Tokens generated per prompt.
-            temperature: Sampling temperature (0: greedy).
-            top_k: Sample among the k most likely tokens (null: all).
-            top_p: Nucleus sampling mass.
-            seed: Seed of the sampling generator, so samples at different steps are comparable.
+            sampling: How samples are drawn (craft/sampling.py; its fixed seed makes samples at
+                different steps comparable). Validated when the run starts, not mid-run.
             at_end: Also sample when training ends.
         """
         super().__init__()
-        SamplingConfig(temperature, top_k, top_p, max_new_tokens)  # bad settings fail at start, not mid-run
         self.every_n_steps = every_n_steps
         self.prompts = prompts
         self.prompt_chars = prompt_chars
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.top_k = top_k
-        self.top_p = top_p
-        self.seed = seed
+        self.sampling = SamplingConfig.of(sampling)
         self.at_end = at_end
         self.active = False  # True while generating (the stop handler reports it)
         self._last_step = -1
@@ -97,17 +85,9 @@ class SampleGeneration(L.Callback):
         return results
 
     def _generate_all(self, trainer: L.Trainer, pl_module, step: int) -> list[tuple[str, str]]:
-        results = []
-        for i, prompt in enumerate(self._prompts(trainer, pl_module)):
-            text = pl_module.generate(
-                prompt,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                top_p=self.top_p,
-                seed=self.seed + i,
-            )
-            results.append((prompt, text))
+        prompts = self._prompts(trainer, pl_module)
+        results = list(zip(prompts, pl_module.generate_all(prompts, self.sampling), strict=True))
+        for i, (prompt, text) in enumerate(results):
             print(f"\n--- sample at step {step} (prompt {prompt!r}):\n{prompt}{text}\n---", flush=True)
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):

@@ -5,7 +5,7 @@ One ``(B, n_head, block_size, head_size)`` key buffer and one value buffer per l
 once per ``generate`` call and written in place at the positions being computed
 (``index_copy_``). Attention then reads all ``block_size`` slots, masked to the positions written
 so far: the shapes never change, so the same forward runs eagerly, compiled ahead of time
-(``craft/model/decode.py``) and exported to ONNX (``craft/export.py``). The cache is never stored on
+(``craft/generate/compiled.py``) and exported to ONNX (``craft/export.py``). The cache is never stored on
 the module.
 
 One buffer per layer, not one stacked tensor: an in-place write into a slice of a stacked graph

@@ -2,7 +2,7 @@
 
 Read top to bottom: attention -> block -> GPT (one forward, parameter count). The config is
 ``config.py``; norms, MLPs and position schemes are swappable parts in ``blocks.py``, picked by name;
-the KV cache is ``cache.py``; the token loop that generates text is ``craft/generate.py``.
+the KV cache is ``cache.py``; the token loop that generates text is ``craft/generate/loop.py``.
 
 One forward serves every path: training and uncached scoring (no cache), and with a ``KVCache``
 the prefill of a prompt, each one-token decode step, the compiled decode step and the ONNX export,
@@ -148,8 +148,10 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         input_pos: torch.Tensor | None = None,
         all_logits: bool = False,
+        loss_reduction: str = "mean",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(logits, loss)`` for ``idx`` ``(B, T)``.
+        """Return ``(logits, loss)`` for ``idx`` ``(B, T)``; the loss is the mean cross-entropy, or
+        with ``loss_reduction="none"`` each target's, ``(B, T)`` (validation sums them per character).
 
         Without a cache the tokens sit at positions ``0..T-1``. With ``cache`` they sit at
         ``input_pos`` ``(T,)`` (default ``0..T-1``, a prefill); their keys and values are written
@@ -185,5 +187,5 @@ class GPT(nn.Module):
             logits = self.softcap(logits)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=loss_reduction)
+        return logits, loss.view_as(targets) if loss_reduction == "none" else loss

@@ -8,7 +8,7 @@
 // {text, tokens, seconds, tokens_per_sec, model} and <body data-state="done"> (or "error").
 import * as ort from "./ort.wasm.min.mjs";
 
-const FORMAT = "craft-onnx-decoder/3"; // as craft.export
+const FORMAT = "craft-onnx-decoder/4"; // as craft.export
 const $ = (id) => document.getElementById(id);
 
 ort.env.wasm.wasmPaths = "./";
@@ -49,12 +49,12 @@ function generator(seed) {
 // per call rather than once per token. A call starts with a prefill from position 0, or with the
 // last token after the filled slots; the page passes the uniforms its seeded generator draws.
 class Generator {
-  constructor(session, manifest) {
+  constructor(session, arch) {
     this.session = session;
-    this.m = manifest;
-    this.shape = [1, manifest.n_head, manifest.block_size, manifest.head_size];
+    this.m = arch; // the manifest's architecture: craft.model.GPTConfig's fields
+    this.shape = [1, arch.n_head, arch.block_size, arch.d_model / arch.n_head];
     this.names = [];
-    for (let i = 0; i < manifest.n_layers; i++) this.names.push(`k_${i}`, `v_${i}`);
+    for (let i = 0; i < arch.n_layers; i++) this.names.push(`k_${i}`, `v_${i}`);
     this.reset();
   }
   reset() {
@@ -84,8 +84,8 @@ class Generator {
 
 const CHUNK = 128; // tokens per call at most: the text appears as it is written
 
-// Yields arrays of new token ids, as craft.generation.stream: a KV cache, and once the window is
-// full the newest half of it is prefilled again.
+// Yields arrays of new token ids, as craft.generate.stream: a KV cache, and once the window is
+// full the newest half of it is prefilled again. The caller stops early at a stop string.
 async function* stream(gen, prompt, n, settings) {
   const block = gen.m.block_size;
   const keep = Math.max(1, Math.floor(block / 2));
@@ -106,6 +106,12 @@ async function* stream(gen, prompt, n, settings) {
     done += steps;
     yield fresh;
   }
+}
+
+// The text before the first stop string in it (as craft.sampling.cut_at_stop), or null if none.
+function cutAtStop(text, stop) {
+  const hits = stop.map((s) => text.indexOf(s)).filter((i) => i >= 0);
+  return hits.length ? text.slice(0, Math.min(...hits)) : null;
 }
 
 function settingsFromPage() {
@@ -132,7 +138,8 @@ async function main() {
   const models = ["model.loop.onnx", "model.int8.loop.onnx"].filter((f) => f in manifest.files);
   const label = (f) => (f.includes("int8") ? "int8" : "fp32");
   for (const f of models) $("model").add(new Option(label(f), f));
-  const sampling = manifest.sampling;
+  const sampling = manifest.sampling; // craft.sampling.SamplingConfig, as the model was trained with
+  const arch = manifest.architecture;
   const fields = { ...sampling, prompt: "\n" };
   for (const key of ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "model"]) {
     if (params.has(key)) fields[key] = params.get(key);
@@ -144,17 +151,16 @@ async function main() {
   // with the optimizing tier: warm it up once, at load, with four greedy calls of up to 128 steps
   // (under a second here; 233-560 tok/s without it, 711-960 with it: benchmarks/README.md).
   const warm = async (s) => {
-    const gen = new Generator(s, manifest);
-    const steps = Math.min(128, manifest.block_size); // positions stay inside the window
+    const gen = new Generator(s, arch);
+    const steps = Math.min(128, arch.block_size); // positions stay inside the window
     for (let i = 0; i < 4; i++) await gen.run([0], 0, steps, { temperature: 0, top_k: null, top_p: 1 }, Math.random);
     return s;
   };
   const session = async (file) =>
     (sessions[file] ??= await warm(await ort.InferenceSession.create(file, { executionProviders: ["wasm"] })));
   await session($("model").value);
-  const m = manifest;
-  $("about").textContent = `A char model (${m.n_layers} layers, width ${m.n_head * m.head_size}, context ${m.block_size}, ` +
-    `${m.global_step} training steps) running in this page: onnxruntime-web, WASM, one thread. Nothing leaves the page.`;
+  $("about").textContent = `A char model (${arch.n_layers} layers, width ${arch.d_model}, context ${arch.block_size}, ` +
+    `${manifest.global_step} training steps) running in this page: onnxruntime-web, WASM, one thread. Nothing leaves the page.`;
   $("generate").disabled = false;
 
   async function generate() {
@@ -165,7 +171,7 @@ async function main() {
       const prompt = $("prompt").value;
       if (!prompt) throw new Error("prompt is empty; give at least one character");
       const file = $("model").value;
-      const gen = new Generator(await session(file), manifest);
+      const gen = new Generator(await session(file), arch);
       const ids = codec.encode(prompt);
       const out = $("output");
       out.replaceChildren(Object.assign(document.createElement("span"), { className: "prompt", textContent: prompt }));
@@ -173,8 +179,11 @@ async function main() {
       const fresh = [];
       const start = performance.now();
       let shown = start;
+      let shownText = null; // set once a stop string ends the text
       for await (const chunk of stream(gen, ids, n, settings)) {
         fresh.push(...chunk);
+        shownText = cutAtStop(codec.decode(fresh), sampling.stop ?? []);
+        if (shownText !== null) break;
         if (performance.now() - shown > 100) { // let the page paint now and then
           text.data = codec.decode(fresh);
           await new Promise((r) => setTimeout(r, 0));
@@ -182,11 +191,11 @@ async function main() {
         }
       }
       const seconds = (performance.now() - start) / 1000;
-      text.data = codec.decode(fresh);
+      text.data = shownText ?? codec.decode(fresh);
       const rate = fresh.length / seconds;
       $("status").textContent = `${fresh.length} tokens in ${seconds.toFixed(2)} s: ${Math.round(rate).toLocaleString("en")} tokens/s ` +
         `(${label(file)}, onnxruntime-web ${ort.env.versions?.web ?? ""}, WASM)`;
-      window.craftResult = { text: codec.decode(fresh), tokens: fresh.length, seconds, tokens_per_sec: rate, model: label(file) };
+      window.craftResult = { text: text.data, tokens: fresh.length, seconds, tokens_per_sec: rate, model: label(file) };
       document.body.dataset.state = "done";
     } catch (e) {
       fail(e);

@@ -7,12 +7,15 @@ the filled slots), so ``torch.export`` traces it as it is (``DecodeStep`` only p
 in) and AOTInductor compiles it into one C++ function. There is no second implementation.
 
 Compiling needs a C++ compiler and takes tens of seconds (benchmarks/README.md); the result is cached
-on disk per weights, shape, batch size, thread count and torch version (``$XDG_CACHE_HOME/craft/decode``,
-else ``~/.cache/craft/decode``), so a checkpoint is compiled once.
+on disk per weights, shape, batch size, thread count, torch version and the code the step is made of
+(``$XDG_CACHE_HOME/craft/decode``, else ``~/.cache/craft/decode``), so a checkpoint is compiled once,
+and again only when that code changes. The engine (``craft/generate/engine.py``) keeps the loaded
+step while the weights are unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -25,13 +28,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import craft.model
 from craft.errors import ConfigError
-from craft.generation import Step
+from craft.generate.loop import Step
 from craft.model.cache import KVCache
+from craft.private import boxed_runner
 
-# Bump when the step's code changes, so stale compiled packages are not reused.
-STEP_VERSION = 5
-SDPA = torch.ops.aten.scaled_dot_product_attention.default
+
+@functools.cache
+def step_code() -> str:
+    """A digest of the code a compiled step is made of: the network package and this file. A
+    package compiled from other code is never reused (no version number to remember to bump)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(craft.model.__file__).parent.glob("*.py")) + [Path(__file__)]:
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class DecodeStep(nn.Module):
@@ -58,10 +69,10 @@ def masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sc
 
 
 def compiled(run) -> Step:
-    """A ``Step`` (``craft.generation``) from a compiled package's runner."""
-    loader = getattr(run, "loader", None)  # skip the package's per-call pytree work
-    if loader is not None:
-        return lambda token, pos, cache: loader.boxed_run([token, pos, *cache.buffers()])[0]
+    """A ``Step`` (``craft.generate.loop``) from a compiled package's runner."""
+    boxed = boxed_runner(run)  # skips the package's per-call pytree work, where torch has it
+    if boxed is not None:
+        return lambda token, pos, cache: boxed([token, pos, *cache.buffers()])[0]
     return lambda token, pos, cache: run(token, pos, *cache.buffers())
 
 
@@ -78,8 +89,9 @@ def compiled_threads(batch_size: int) -> int:
 
 
 def package_key(gpt: nn.Module, batch_size: int) -> str:
-    """Names one compiled package: weights, config, batch size, thread count and torch's version."""
-    identity = f"{STEP_VERSION} {torch.__version__} {gpt.config} {batch_size} {compiled_threads(batch_size)}"
+    """Names one compiled package: weights, config, batch size, thread count, torch's version and
+    the step's code. Hashes every weight: the engine calls it once per set of weights."""
+    identity = f"{step_code()} {torch.__version__} {gpt.config} {batch_size} {compiled_threads(batch_size)}"
     h = hashlib.sha256(identity.encode())
     for name, t in gpt.state_dict().items():
         h.update(name.encode())
