@@ -111,7 +111,7 @@ def training_steps(rounds: int) -> dict:
     )
     dm.setup("fit")
     torch.manual_seed(0)
-    model = GPT(got_char(vocab_size=dm.vocab_size)).train()
+    model = GPT(got_char(vocab_size=dm.prepare_vocab())).train()
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
     batches = endless_batches(dm)
 

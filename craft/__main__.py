@@ -16,7 +16,7 @@ PROG = "python -m craft"
 VERBS = {
     "fit": ("craft.cli", "train a model, or resume one exactly (--ckpt_path last)"),
     "validate": ("craft.cli", "score a checkpoint on the validation split"),
-    "test": ("craft.cli", "score a checkpoint on the validation split, reported as test/*"),
+    "test": ("craft.cli", "score a checkpoint on the test split (data.test_fraction), reported as test/*"),
     "predict": ("craft.cli", "generate text from a checkpoint (--data.prompts)"),
     "export": ("craft.export", "write a checkpoint as ONNX (+ int8, a web page) or a Hugging Face folder"),
     "compare": ("craft.compare", "train and compare configs over seeds from a study file (mean, std, p)"),

@@ -61,6 +61,10 @@ class CraftSaveConfig(SaveConfigCallback):
             log_config(logger, self.config.as_dict(), text)
 
 
+def prepare_vocab(data: TextDataModule) -> int:
+    return data.prepare_vocab()
+
+
 def _debug() -> bool:
     return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("CRAFT_DEBUG", "JSONARGPARSE_DEBUG"))
 
@@ -145,7 +149,8 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
             ("log_dir", "experiment"), "checkpoint.dirpath", compute_fn=lambda d, e: str(checkpoint_dir(d, e))
         )
         parser.link_arguments("data.block_size", "model.block_size")
-        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        # The model's vocabulary is the prepared corpus's: linked once the data module is built.
+        parser.link_arguments("data", "model.vocab_size", compute_fn=prepare_vocab, apply_on="instantiate")
 
     # -- checkpoint path: resolve `last`, never start fresh silently, rebuild the architecture --
 
@@ -158,6 +163,14 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
             raise CraftError(f"--init_from starts a training run: it is for fit, not {self.subcommand}")
         self.resumed = use_checkpoint(self.subcommand, cfg) if cfg is not None else None
         self.init_from = use_init_from(cfg) if cfg is not None and self.subcommand == "fit" else None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as e:  # jsonargparse wraps what a link's compute_fn raises (prepare_vocab)
+            if isinstance(e.__cause__, CraftError):
+                raise e.__cause__ from None
+            raise
 
     def instantiate_trainer(self, **kwargs: Any):
         cfg = self.config[self.subcommand] if self.subcommand else self.config

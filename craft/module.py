@@ -182,6 +182,18 @@ class LanguageModel(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._score(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._score(batch, "test")  # the data module's test split, held out from training and validation
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def _score(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
         x, y, *source = batch  # a mixture's batches also say which source each window is from
         self._last_batch_tokens = x.numel()
         _, nats = self.model(x, y, loss_reduction="none")  # (B, T): one cross-entropy, each token's
@@ -191,7 +203,7 @@ class LanguageModel(L.LightningModule):
         self.val_chars.update(chars.sum())
         if source and self.val_by_source is not None:
             self.val_by_source.update(source[0], nats, chars)
-        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log(f"{split}/loss", self.val_loss, prog_bar=True)
 
     def _chars(self, ids: torch.Tensor) -> torch.Tensor:
         """Characters of original text that the token ids stand for (1 each for a char tokenizer)."""
@@ -200,11 +212,11 @@ class LanguageModel(L.LightningModule):
             self._chars_per_token = torch.tensor(lengths, dtype=torch.float64, device=ids.device)
         return self._chars_per_token[ids]
 
-    def on_validation_epoch_end(self) -> None:
+    def _log_scores(self, split: str) -> None:
         nats, chars = self.val_nats.compute(), self.val_chars.compute()
         # Bits per character of the original text: comparable across tokenizers.
-        self.log("val/bpc", (nats / chars / math.log(2)).float())
-        self.log("val/ppl", torch.exp(self.val_loss.compute()))
+        self.log(f"{split}/bpc", (nats / chars / math.log(2)).float())
+        self.log(f"{split}/ppl", torch.exp(self.val_loss.compute()))
         self.val_nats.reset()
         self.val_chars.reset()
         if self.val_by_source is not None and self.val_by_source.update_called:
@@ -212,15 +224,9 @@ class LanguageModel(L.LightningModule):
             for i, name in enumerate(self.val_sources):
                 if not tokens[i]:
                     continue  # not reached within limit_val_batches
-                self.log(f"val/loss/{name}", (nats[i] / tokens[i]).float())
-                self.log(f"val/bpc/{name}", (nats[i] / chars[i] / math.log(2)).float())
+                self.log(f"{split}/loss/{name}", (nats[i] / tokens[i]).float())
+                self.log(f"{split}/bpc/{name}", (nats[i] / chars[i] / math.log(2)).float())
             self.val_by_source.reset()
-
-    def test_step(self, batch, batch_idx):
-        return self.validation_step(batch, batch_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self.on_validation_epoch_end()
 
     # -- optimizer -----------------------------------------------------------------------------
 

@@ -281,6 +281,12 @@ CASES = [
     ),
     Case(
         "fit",
+        "Lightning's checkpoint interval",
+        lambda d: fit("--data.path", str(corpus(d)), "--checkpoint.every_n_train_steps", "7"),
+        "checkpoint.every_n_train_steps is not used by craft",
+    ),
+    Case(
+        "fit",
         "limits that train nothing",
         lambda d: fit("--data.path", str(corpus(d)), "--trainer.max_steps", "-1", "--trainer.max_epochs", "0"),
         "--trainer.max_epochs 0 trains nothing",

@@ -183,10 +183,10 @@ def test_tiny_run_always_has_a_train_curve(corpus, tmp_path):
     assert len(events(logs / "tiny").Scalars("train/loss_step")) >= 3
 
 
-def test_the_old_name_of_last_every_n_steps_still_works_with_a_warning(tiny_run, tmp_path, capsys):
+def test_lightnings_every_n_train_steps_is_refused_with_craft_s_name_for_it():
     from craft.callbacks import CraftCheckpoint
-    from craft.errors import CraftWarning
+    from craft.errors import ConfigError
 
-    with pytest.warns(CraftWarning, match="every_n_train_steps is deprecated.*last_every_n_steps"):
-        old = CraftCheckpoint(every_n_train_steps=7)
-    assert old.last_every_n_steps == 7 and CraftCheckpoint(last_every_n_steps=7).last_every_n_steps == 7
+    with pytest.raises(ConfigError, match="every_n_train_steps is not used by craft.*last_every_n_steps"):
+        CraftCheckpoint(every_n_train_steps=7)
+    assert CraftCheckpoint(last_every_n_steps=7).last_every_n_steps == 7

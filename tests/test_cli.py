@@ -203,3 +203,29 @@ def test_predict_prints_the_text_and_crafts_own_notes_only(tiny_run, tmp_path):
         args, capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "CRAFT_DEBUG": "1"}
     )
     assert "GPU available" in debug.stderr + debug.stdout and debug.stdout.count("--- prompt") == 1
+
+
+def test_test_scores_the_held_out_test_split_and_refuses_any_other(corpus, tmp_path, capsys):
+    """``craft test`` reports test/* on the corpus's last ``test_fraction``, which training and
+    validation never saw; a checkpoint is tested only with the fraction it was trained with."""
+    logs = tmp_path / "logs"
+    held_out = ["--data.test_fraction", "0.1"]
+    main(["fit", *tiny_args(corpus, logs, *held_out), "--trainer.max_steps", "10"])
+    args = [*tiny_args(corpus, logs, *held_out), "--ckpt_path", "last", "--trainer.limit_test_batches", "2"]
+    tested = CraftCLI(args=["test", *args]).trainer.callback_metrics
+    validated = CraftCLI(args=["validate", *tiny_args(corpus, logs, *held_out), "--ckpt_path", "last"])
+    assert {"test/loss", "test/bpc", "test/ppl"} <= set(tested) and not any(k.startswith("val/") for k in tested)
+    assert float(tested["test/bpc"]) != float(validated.trainer.callback_metrics["val/bpc"])
+    dm = validated.datamodule
+    text = corpus.read_text()
+    test_text = dm.tokenizer.decode(dm.test_parts[0].tolist())
+    val_text = dm.tokenizer.decode(dm.val_parts[0].tolist())
+    assert dm.tokenizer.decode(dm.train_parts[0].tolist()) + val_text + test_text == text
+    assert 0.08 < len(test_text) / len(text) < 0.12 and 0.08 < len(val_text) / len(text) < 0.12
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # no test split now: said in one line
+        main(["test", *tiny_args(corpus, logs), "--ckpt_path", "last"])
+    assert "this data has no test split: train with --data.test_fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # another fraction: the test text was partly trained on
+        main(["test", *tiny_args(corpus, logs, "--data.test_fraction", "0.2"), "--ckpt_path", "last"])
+    assert "trained with data.test_fraction 0.1, not 0.2" in capsys.readouterr().err

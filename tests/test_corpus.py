@@ -143,7 +143,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(plain, damage, reason):
 def test_bad_inputs_name_the_file_and_place(tmp_path):
     def error(path, **kwargs) -> str:
         with pytest.raises(CraftError) as e:
-            _ = TextDataModule(str(path), **kwargs).vocab_size
+            _ = TextDataModule(str(path), **kwargs).prepare_vocab()
         assert "\n" not in str(e.value)
         return str(e.value)
 

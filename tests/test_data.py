@@ -64,9 +64,9 @@ def test_ranks_take_disjoint_slices_of_the_global_batch():
 def test_cache_is_reused_and_keyed_by_content(corpus):
     dm = TextDataModule(str(corpus), block_size=16)
     folder = dm.cache_folder()
-    assert dm.vocab_size > 0 and (folder / "ids.bin").exists()
+    assert dm.prepare_vocab() > 0 and (folder / "ids.bin").exists()
     mtime = (folder / "ids.bin").stat().st_mtime_ns
-    assert TextDataModule(str(corpus), block_size=16).vocab_size == dm.vocab_size
+    assert TextDataModule(str(corpus), block_size=16).prepare_vocab() == dm.vocab_size
     assert (folder / "ids.bin").stat().st_mtime_ns == mtime
     corpus.write_text(corpus.read_text() + "new text!")
     assert TextDataModule(str(corpus), block_size=16).cache_folder() != folder
@@ -75,7 +75,10 @@ def test_cache_is_reused_and_keyed_by_content(corpus):
 def test_builtin_corpus_is_written_once(tmp_path):
     path = tmp_path / "pydoc.txt"
     dm = TextDataModule(str(path), builtin_corpus="pydoc", block_size=64)
-    assert dm.vocab_size > 50
+    assert dm.source_names == ["pydoc"] and not path.exists()  # asking its names writes nothing
+    with pytest.raises(CraftError, match="call prepare_vocab"):
+        _ = dm.vocab_size  # nor does a property prepare anything
+    assert dm.prepare_vocab() > 50
     assert path.stat().st_size > 400_000
 
 
@@ -117,18 +120,35 @@ def test_invalid_data_config(corpus, kwargs, message):
 
 def test_corpus_errors(tmp_path):
     with pytest.raises(CraftError, match="corpus not found"):
-        _ = TextDataModule(str(tmp_path / "missing.txt")).vocab_size
+        _ = TextDataModule(str(tmp_path / "missing.txt")).prepare_vocab()
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     with pytest.raises(CraftError, match="is empty"):
-        _ = TextDataModule(str(empty)).vocab_size
+        _ = TextDataModule(str(empty)).prepare_vocab()
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(CraftError, match="not valid UTF-8 at byte offset 3"):
-        _ = TextDataModule(str(bad)).vocab_size
+        _ = TextDataModule(str(bad)).prepare_vocab()
     short = tmp_path / "short.txt"
     short.write_text("x" * 100)
     dm = TextDataModule(str(short), block_size=64)
     with pytest.raises(CraftError, match="needs at least 65"):
         dm.setup("fit")
     assert np.all(np.asarray(dm._ids) == 0)
+
+
+def test_held_out_parts_start_at_line_starts_before_each_cut():
+    """``split_at`` with a test split: train, val and test in order, joined back to the text, each
+    held-out part starting at the last line start within reach before its cut, for any chunking."""
+    from craft.data.prepare import LINE_START_WITHIN, split_at
+
+    text = "".join(f"line {i} " + "x" * (i % 97) + "\n" for i in range(3000))
+    cuts = [int(len(text) * 0.8), int(len(text) * 0.9)]
+    for size in (1, 7, 500, 4096, len(text)):
+        pieces = list(split_at(iter([text[i : i + size] for i in range(0, len(text), size)]), cuts))
+        parts = {k: "".join(t for kind, t in pieces if kind == k) for k in ("train", "val", "test")}
+        assert [k for k, _ in pieces] == sorted((k for k, _ in pieces), key=["train", "val", "test"].index)
+        assert parts["train"] + parts["val"] + parts["test"] == text
+        for name, cut in zip(("val", "test"), cuts, strict=True):
+            start = len(parts["train"]) if name == "val" else len(parts["train"]) + len(parts["val"])
+            assert start == text.rfind("\n", cut - LINE_START_WITHIN, cut) + 1, (size, name)

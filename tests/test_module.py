@@ -15,7 +15,7 @@ from craft.data.tokenizers import BPETokenizer, CharTokenizer
 def test_uniform_model_gets_the_expected_bits_per_character(corpus, tokenizer):
     block = 16
     dm = TextDataModule(str(corpus), block_size=block, batch_size=8, tokenizer=tokenizer)
-    V = dm.vocab_size
+    V = dm.prepare_vocab()
     lm = LanguageModel(vocab_size=V, block_size=block, d_model=32, n_layers=2, n_head=4, d_hid=64)
     with torch.no_grad():
         lm.model.tok_emb.weight.zero_()  # the tied head then gives all-zero logits: uniform over V

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from craft.errors import CraftError, CraftWarning
+from craft.errors import ConfigError, CraftError
 
 LAST = "last.ckpt"
 TMP_MARK = ".tmp-"
@@ -78,7 +77,6 @@ class CraftCheckpoint(ModelCheckpoint):
         monitor: str = "val/loss",
         save_top_k: int = 3,
         last_every_n_steps: int = 250,
-        every_n_train_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -89,17 +87,12 @@ class CraftCheckpoint(ModelCheckpoint):
             save_top_k: How many of the best checkpoints to keep (0: only last.ckpt).
             last_every_n_steps: Rewrite last.ckpt every this many optimizer steps (0: only after
                 validation and at the end).
-            every_n_train_steps: Deprecated name of `last_every_n_steps` (it never meant what
-                Lightning's ModelCheckpoint argument of that name means); removed in the next release.
         """
-        if every_n_train_steps is not None:
-            warnings.warn(
-                "checkpoint.every_n_train_steps is deprecated: it rewrites last.ckpt, so it is now called "
-                f"checkpoint.last_every_n_steps (using {every_n_train_steps})",
-                CraftWarning,
-                stacklevel=2,
+        if kwargs.get("every_n_train_steps") is not None:  # Lightning's argument: top-k files between validations
+            raise ConfigError(
+                "checkpoint.every_n_train_steps is not used by craft: last.ckpt is rewritten every "
+                "checkpoint.last_every_n_steps, and the best files are saved when validation ends"
             )
-            last_every_n_steps = every_n_train_steps
         # "val/loss=" in a file name would create a folder; the pattern names the metrics itself.
         kwargs["auto_insert_metric_name"] = False
         kwargs.setdefault("mode", "min")

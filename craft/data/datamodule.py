@@ -187,6 +187,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         sources: list[Source] | None = None,
         val_chars: int | None = None,
+        test_fraction: float = 0.0,
         text_field: str = "text",
         separator: str = "\n",
         chunk_chars: int = 1 << 20,
@@ -211,6 +212,9 @@ class TextDataModule(L.LightningDataModule):
                 come from each source in proportion to its weight; validation reports each source's
                 val/loss and val/bpc beside the figures over all of them.
             val_chars: Hold out this many characters of each corpus (its end) instead of `val_fraction`.
+            test_fraction: Share of each corpus's characters, from its very end, held out as the test
+                split that `craft test` scores (validation is then the text just before it). 0: none.
+                Set it when training starts: a checkpoint is only tested on text it never saw.
             text_field: The text's field in .jsonl records, its column in .parquet files.
             separator: Put between consecutive documents (and files).
             chunk_chars: Characters prepared at a time (memory, not results: the ids are the same).
@@ -223,6 +227,8 @@ class TextDataModule(L.LightningDataModule):
             problems.append(f"batch_size must be positive, got {batch_size}")
         if not 0.0 < val_fraction < 1.0:
             problems.append(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0.0 <= test_fraction < 1.0 or test_fraction + (0 if val_chars else val_fraction) >= 1.0:
+            problems.append(f"test_fraction must be in [0, 1) and leave room for training, got {test_fraction}")
         if val_chars is not None and val_chars < 1:
             problems.append(f"val_chars must be positive (or null to use val_fraction), got {val_chars}")
         if windows_per_epoch is not None and windows_per_epoch < 1:
@@ -245,6 +251,7 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.val_chars = val_chars
+        self.test_fraction = test_fraction
         self.seed = seed
         self.prompts = prompts
         self.builtin_corpus = builtin_corpus
@@ -264,7 +271,14 @@ class TextDataModule(L.LightningDataModule):
 
     @property
     def vocab_size(self) -> int:
-        """Read by LightningCLI right after __init__ (argument link); prepares the vocab lazily."""
+        """The fitted tokenizer's vocabulary size (``prepare_vocab`` first fits it from the corpus)."""
+        if not self.tokenizer.is_fitted:
+            raise CraftError("the vocabulary is not known before the corpus is prepared: call prepare_vocab()")
+        return self.tokenizer.vocab_size
+
+    def prepare_vocab(self) -> int:
+        """Prepare the corpus (or find it prepared) and return the vocabulary size: what
+        LightningCLI links into ``model.vocab_size`` right after building the data module."""
         if not self.tokenizer.is_fitted:
             self._load_or_build_cache()
         return self.tokenizer.vocab_size
@@ -274,8 +288,6 @@ class TextDataModule(L.LightningDataModule):
             return list(self.sources)
         if self.path is None:
             raise CraftError("no corpus given: set data.path (or use configs/quickstart.yaml)")
-        if self.builtin_corpus and isinstance(self.path, Path) and not self.path.exists():
-            write_builtin_corpus(self.builtin_corpus, self.path)
         return [Source(path=[str(self.path)] if isinstance(self.path, Path) else list(self.path))]
 
     @property
@@ -306,6 +318,7 @@ class TextDataModule(L.LightningDataModule):
             "sources": [fingerprint(s.files) for s in sources],
             "tokenizer": tok,
             "val": [self.val_fraction, self.val_chars],
+            **({"test": self.test_fraction} if self.test_fraction else {}),  # keys without one stay as they were
             "documents": [self.text_field, self.separator],
             "chunk_chars": self.chunk_chars,
         }
@@ -327,6 +340,8 @@ class TextDataModule(L.LightningDataModule):
     def _load_or_build_cache(self) -> np.ndarray:
         if self._ids is not None:
             return self._ids
+        if self.builtin_corpus and isinstance(self.path, Path) and not self.path.exists():
+            write_builtin_corpus(self.builtin_corpus, self.path)  # the one place a corpus is written
         sources = self._prepared()
         folder = self.cache_folder(sources)
         if folder.exists():
@@ -339,7 +354,7 @@ class TextDataModule(L.LightningDataModule):
                 )
                 shutil.rmtree(folder)
         if not folder.exists():
-            split = Split(self.val_fraction, self.val_chars)
+            split = Split(self.val_fraction, self.val_chars, self.test_fraction)
             prepare(folder, sources, self.tokenizer, split, self.separator, self.text_field, self.chunk_chars)
         meta = json.loads((folder / "meta.json").read_text())
         if not self.tokenizer.is_fitted:
@@ -361,9 +376,16 @@ class TextDataModule(L.LightningDataModule):
         # Contiguous splits, validation from each corpus's end: no val text can leak into a train window.
         self.train_parts = [ids[a:b] for a, b in (s["train"] for s in self._meta["sources"])]
         self.val_parts = [ids[a:b] for a, b in (s["val"] for s in self._meta["sources"])]
+        self.test_parts = [ids[a:b] for a, b in (s["test"] for s in self._meta["sources"] if "test" in s)]
         self.train_ids, self.val_ids = self.train_parts[0], self.val_parts[0]
+        if stage == "test" and not self.test_parts:
+            raise CraftError(
+                "this data has no test split: train with --data.test_fraction (e.g. 0.05) to hold one out "
+                "from the start, then test that checkpoint with the same setting"
+            )
         need = self.block_size + 1
-        for name, parts in (("train", self.train_parts), ("validation", self.val_parts)):
+        checked = [("train", self.train_parts), ("validation", self.val_parts), ("test", self.test_parts)]
+        for name, parts in (c for c in checked if c[1]):
             for source, part in zip(self.source_names, parts, strict=True):
                 if len(part) < need:
                     which = self.path if self.sources is None else f"source {source}"
@@ -412,13 +434,22 @@ class TextDataModule(L.LightningDataModule):
         return [spec.weight / total for spec in specs]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batch_order": self.batch_order()} if self.train_ids is not None else {}
+        if self.train_ids is None:
+            return {}
+        return {"batch_order": self.batch_order(), "test_fraction": self.test_fraction}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Lightning calls this on resume, after ``setup`` and before any record of the run is written."""
-        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
-        if "batch_order" in state and self.train_ids is not None and fitting:
+        """Lightning calls this on resume and before a test, after ``setup`` and before any record of
+        the run is written."""
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        if "batch_order" in state and self.train_ids is not None and stage == "fit":
             check_batch_order(state["batch_order"], self.batch_order())
+        trained = state.get("test_fraction", 0.0)  # absent: trained before there were test splits
+        if stage == "test" and trained != self.test_fraction:
+            raise CraftError(
+                f"this checkpoint was trained with data.test_fraction {trained}, not {self.test_fraction}: "
+                "its test split would hold text it trained or validated on; test with the fraction it was trained with"
+            )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_ids is not None
@@ -448,14 +479,20 @@ class TextDataModule(L.LightningDataModule):
         return self._window_loader(dataset, sampler, ResumableDataLoader)
 
     def val_dataloader(self) -> DataLoader:
-        assert self.val_ids is not None
-        # Non-overlapping windows in order: every validation token is scored once. A batch never
+        return self._scored_loader("val", self.val_parts)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._scored_loader("test", self.test_parts)
+
+    def _scored_loader(self, split: str, parts: list[np.ndarray]) -> DataLoader:
+        assert parts, f"no {split} split: call setup first"
+        # Non-overlapping windows in order: every held-out token is scored once. A batch never
         # mixes sources.
-        if len(self.val_parts) == 1:
-            dataset: WindowDataset = WindowDataset(self.val_ids, self.block_size)
-            ranges = [(0, len(self.val_ids))]
+        if len(parts) == 1:
+            dataset: WindowDataset = WindowDataset(parts[0], self.block_size)
+            ranges = [(0, len(parts[0]))]
         else:
-            ranges = [tuple(s["val"]) for s in self._meta["sources"]]
+            ranges = [tuple(s[split]) for s in self._meta["sources"]]
             dataset = SourceWindows(self._ids, self.block_size, [a for a, _ in ranges])
         per_source = []
         for a, b in ranges:
@@ -476,9 +513,6 @@ class TextDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             generator=own_generator(),
         )
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
         # Default: start from a newline, or the first symbol if this vocabulary has none.

@@ -40,16 +40,22 @@ ENCODE_BATCH = 8  # chunks handed to the bulk encoder at once
 
 @dataclass
 class Split:
-    """Which characters of a source are held out: the last ``val_chars`` if set, else the last
-    ``val_fraction`` of them."""
+    """Which characters of a source are held out, from its end: the last ``test_fraction`` as the
+    test split (none by default), and before it the last ``val_chars`` if set, else
+    ``val_fraction`` of them, for validation."""
 
     val_fraction: float = 0.1
     val_chars: int | None = None
+    test_fraction: float = 0.0
 
-    def cut(self, chars: int) -> int:
+    def cuts(self, chars: int) -> list[int]:
+        """Where validation starts, and (with a test split) where the test split starts."""
+        test = int(chars * (1 - self.test_fraction)) if self.test_fraction else chars
         if self.val_chars is not None:
-            return max(0, chars - self.val_chars)
-        return int(chars * (1 - self.val_fraction))
+            val = max(0, test - self.val_chars)
+        else:
+            val = int(chars * (1 - self.val_fraction - self.test_fraction))
+        return [val, test] if self.test_fraction else [val]
 
 
 @dataclass
@@ -93,34 +99,44 @@ def source_chunks(
     return chunks(text_pieces(source.files, separator, text_field, hasher), chunk_chars, anywhere)
 
 
-def split_at(pieces: Iterator[str], cut0: int) -> Iterator[tuple[str, str]]:
-    """``("train", text)`` then ``("val", text)`` pieces: the stream cut at the last line start
-    within ``LINE_START_WITHIN`` characters before ``cut0`` (else at ``cut0``). Only whole chunks
-    are held back while the cut is found, so memory stays at about two chunks."""
-    lo = max(0, cut0 - LINE_START_WITHIN)
-    pos = 0
+PARTS = ("train", "val", "test")
+
+
+def split_at(pieces: Iterator[str], cuts: list[int]) -> Iterator[tuple[str, str]]:
+    """``("train", text)``, then ``("val", text)`` (then ``("test", text)``) pieces: the stream cut
+    at the last line start within ``LINE_START_WITHIN`` characters before each of ``cuts`` (else at
+    the cut). Only chunks near a cut are held back while it is found, so memory stays at about two
+    chunks."""
+    start = 0  # characters before the pending ones
+    part = 0  # the part pending characters belong to
     pending: list[str] = []
-    cut_done = False
+    size = 0
     for chunk in pieces:
-        if cut_done:
-            yield "val", chunk
-            continue
-        pos += len(chunk)
-        if pos <= lo and not pending:
-            yield "train", chunk
-            continue
         pending.append(chunk)
-        if pos >= cut0:
+        size += len(chunk)
+        while part < len(cuts) and start + size >= cuts[part]:
             text = "".join(pending)
-            start = pos - len(text)
-            newline = text.rfind("\n", lo - start, cut0 - start)
-            cut = newline + 1 if newline >= 0 else cut0 - start
+            lo = max(0, cuts[part] - LINE_START_WITHIN - start)
+            newline = text.rfind("\n", lo, cuts[part] - start)
+            cut = newline + 1 if newline >= 0 else cuts[part] - start
             if cut:
-                yield "train", text[:cut]
-            yield "val", text[cut:]
-            pending, cut_done = [], True
+                yield PARTS[part], text[:cut]
+            start, part = start + cut, part + 1
+            pending, size = ([text[cut:]] if cut < len(text) else []), len(text) - cut
+        if pending and (part == len(cuts) or start + size <= cuts[part] - LINE_START_WITHIN):
+            yield PARTS[part], "".join(pending)
+            start, pending, size = start + size, [], 0
     if pending:
-        yield "train", "".join(pending)
+        yield PARTS[part], "".join(pending)
+
+
+def ranges(first: int, counts: dict[str, int], parts: int) -> dict[str, list[int]]:
+    """Each part's ``[start, end)`` in the ids, from the source's first id: train, val (, test)."""
+    out, at = {}, first
+    for name in PARTS[:parts]:
+        out[name] = [at, at + counts[name]]
+        at += counts[name]
+    return out
 
 
 def write_ids(out, tokenizer: Tokenizer, batch: list[str], dtype: np.dtype, where: str = "the corpus") -> int:
@@ -187,31 +203,31 @@ def prepare(
         with open(tmp / "ids.bin", "wb") as out:
             written, read = 0, 0
             for s in sources:
-                cut0 = split.cut(s.chars)
-                counts = {"train": 0, "val": 0}
-                val_start_char = None
+                cuts = split.cuts(s.chars)
+                counts = dict.fromkeys(PARTS, 0)
+                starts_at: dict[str, int] = {}  # the first character of each held-out part
                 chars = 0
                 hasher = Hasher()
                 batch: list[str] = []
                 part = "train"
                 where = f"corpus {s.where}"
                 for kind, text in split_at(
-                    source_chunks(s, separator, text_field, chunk_chars, hasher, tokenizer.cuts_anywhere), cut0
+                    source_chunks(s, separator, text_field, chunk_chars, hasher, tokenizer.cuts_anywhere), cuts
                 ):
                     if kind != part:
                         counts[part] += write_ids(out, tokenizer, batch, dtype, where)
-                        part, val_start_char = kind, chars
+                        part, starts_at[kind] = kind, chars
                     batch.append(text)
                     chars += len(text)
                     if len(batch) >= ENCODE_BATCH:
                         counts[part] += write_ids(out, tokenizer, batch, dtype, where)
                     progress.to(read + hasher.bytes_read)
                 counts[part] += write_ids(out, tokenizer, batch, dtype, where)
-                written += counts["train"] + counts["val"]
+                first = written
+                written += sum(counts.values())
                 read += hasher.bytes_read
                 if hasher.hexdigest() != s.hasher.hexdigest():
                     raise CraftError(f"the corpus {s.name} changed while it was being prepared; start again")
-                first = written - counts["train"] - counts["val"]
                 described.append(
                     {
                         "name": s.name,
@@ -219,9 +235,9 @@ def prepare(
                         "bytes": s.hasher.bytes_read,
                         "sha256": s.hasher.hexdigest(),
                         "chars": s.chars,
-                        "val_start_char": s.chars if val_start_char is None else val_start_char,
-                        "train": [first, first + counts["train"]],
-                        "val": [first + counts["train"], first + counts["train"] + counts["val"]],
+                        "val_start_char": starts_at.get("val", starts_at.get("test", s.chars)),
+                        **({"test_start_char": starts_at.get("test", s.chars)} if len(cuts) > 1 else {}),
+                        **ranges(first, counts, len(cuts) + 1),
                     }
                 )
     except BaseException:
