@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import TINY_MODEL, make_text
+from tests.helpers import TINY_MODEL, make_text
 
 BASE = [
     "--log_dir",

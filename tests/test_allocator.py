@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import python_cmd
 
 from craft.allocator import _DONE, ENV, chosen_library, find_tcmalloc
+from tests.helpers import python_cmd
 
 # A process that asks for the allocator, then reports whether tcmalloc is mapped into it.
 PROBE = (

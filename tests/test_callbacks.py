@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from craft.callbacks.samples import markdown_code_block
 from craft.cli import main
-from tests.conftest import tiny_args
+from tests.helpers import tiny_args
 
 
 def events(run_dir):
@@ -30,6 +30,8 @@ def test_run_logs_losses_rates_lr_and_samples(corpus, tmp_path, capsys):
             "40",
             "--throughput.window_size",
             "2",
+            "--throughput.peak_flops",  # measured by the matmul probe, which tiny_args skips
+            "null",
         ]
     )
     acc = events(logs / "tiny")
@@ -61,6 +63,7 @@ def test_run_logs_losses_rates_lr_and_samples(corpus, tmp_path, capsys):
     assert summary["tokens_seen"] == 12 * 8 * 16
     assert summary["val_bpc"] == pytest.approx(acc.Scalars("val/bpc")[-1].value, abs=1e-3)
     assert summary["last_checkpoint"].endswith("last.ckpt")
+    assert summary["peak_flops_source"] == "measured matmul" and summary["peak_flops"] > 1e9
 
 
 def test_training_clock_leaves_validation_out_and_survives_a_resume(corpus, tmp_path):
@@ -68,7 +71,7 @@ def test_training_clock_leaves_validation_out_and_survives_a_resume(corpus, tmp_
 
     logs = tmp_path / "logs"
     # Each validation: 2 batches, each made 0.5 s slower. The clock must leave that second out.
-    slow = '{"class_path": "tests.conftest.SlowValidation", "init_args": {"seconds": 0.5}}'
+    slow = '{"class_path": "tests.helpers.SlowValidation", "init_args": {"seconds": 0.5}}'
     main(["fit", *tiny_args(corpus, logs), "--trainer.callbacks+", slow, "--trainer.max_steps", "10"])
     resumed = ["--trainer.max_steps", "15", "--ckpt_path", "last"]
     main(["fit", *tiny_args(corpus, logs), "--trainer.callbacks+", slow, *resumed])

@@ -11,7 +11,7 @@ from craft.cli import main
 from craft.errors import CraftError
 from craft.export import main as export_main
 from tests.bad_inputs import CANARY, tamper
-from tests.conftest import make_text, python_cmd, tiny_args
+from tests.helpers import make_text, python_cmd, tiny_args
 
 REFUSED = "craft imports nothing a checkpoint names"
 

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from craft import LanguageModel
 from craft.cli import CraftCLI, main
 from craft.trackers import TRACKERS
-from tests.conftest import ROOT, python_cmd, scalars, tiny_args
+from tests.helpers import ROOT, python_cmd, scalars, tiny_args
 
 
 def test_fit_writes_events_config_and_last_ckpt(corpus, tmp_path):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from craft.__main__ import VERBS, main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def craft(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from craft.compare import Spec, mean_std, merged_config, reach, welch_p
-from tests.conftest import ROOT, TINY_MODEL
+from tests.helpers import ROOT, TINY_MODEL
 
 
 def t_two_sided(t: float, df: float) -> float:

@@ -10,7 +10,7 @@ import torch
 
 from craft import LanguageModel
 from craft.cli import CraftCLI, main
-from tests.conftest import scalars, tiny_args
+from tests.helpers import scalars, tiny_args
 
 pytestmark = pytest.mark.slow  # torch.compile
 

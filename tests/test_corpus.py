@@ -14,7 +14,7 @@ from craft.data import TextDataModule, corpus
 from craft.data.datamodule import Source, WindowBatchSampler
 from craft.data.tokenizers import BPETokenizer
 from craft.errors import CraftError, CraftWarning
-from tests.conftest import make_text, scalars, tiny_args
+from tests.helpers import make_text, scalars, tiny_args
 
 DOCS = [make_text(3_000, seed=i) + "ünï" * i for i in range(5)]
 
@@ -191,7 +191,7 @@ def test_a_mixture_trains_resumes_bitwise_and_reports_each_source(tmp_path):
     extra += ["--trainer.limit_val_batches", "4"]
     full, split = tmp_path / "full", tmp_path / "split"
     main(["fit", *tiny_args(a, full), *extra])
-    stop = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 7}}'
+    stop = '{"class_path": "tests.helpers.StopAtStep", "init_args": {"step": 7}}'
     main(["fit", *tiny_args(a, split), *extra, "--trainer.callbacks+", stop])
     main(["fit", *tiny_args(a, split), *extra, "--ckpt_path", "last"])
     loss_a, loss_b = scalars(full / "tiny", "train/loss_step"), scalars(split / "tiny", "train/loss_step")

@@ -7,12 +7,12 @@ import subprocess
 import pytest
 import torch
 
-from tests.conftest import ROOT, python_cmd, scalars, tiny_args
+from tests.helpers import ROOT, python_cmd, scalars, tiny_args
 
 pytestmark = pytest.mark.slow  # two training processes
 
 DDP = ["--config", str(ROOT / "configs/presets/ddp_cpu.yaml")]
-STOP_AT_6 = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 6}}'  # an interruption
+STOP_AT_6 = '{"class_path": "tests.helpers.StopAtStep", "init_args": {"step": 6}}'  # an interruption
 TOLERANCE = 1e-5  # float reduction order differs between one and two processes; nothing else does
 # torch.optim.Muon orthogonalises in bfloat16: the same last-bit gradient differences come out of it
 # far larger (measured: 2.7e-5 in the loss at step 4; 2.3e-3 in 1% of a qkv matrix's weights after

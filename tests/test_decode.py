@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ALL_COMPONENTS, perturbed, tiny_args
 
 from craft.cli import main
 from craft.data.tokenizers import CharTokenizer
@@ -15,6 +14,7 @@ from craft.generate.compiled import DecodeStep, compiled
 from craft.model import GPT, GPTConfig
 from craft.model.cache import KVCache
 from craft.module import LanguageModel
+from tests.helpers import ALL_COMPONENTS, perturbed, tiny_args
 
 needs_compiler = pytest.mark.skipif(
     not (shutil.which("g++") or shutil.which("c++")), reason="AOTInductor needs a C++ compiler"

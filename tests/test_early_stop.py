@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from craft.cli import main
-from tests.conftest import ROOT, tiny_args
+from tests.helpers import ROOT, tiny_args
 
 PRESET = ["--config", str(ROOT / "configs" / "presets" / "early_stop.yaml")]
 # Never "improves" by 10 nats: the first validation sets the best score, each later one counts.

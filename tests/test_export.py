@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ALL_COMPONENTS, perturbed
 
 from craft import LanguageModel
 from craft.cli import main
@@ -21,7 +20,7 @@ from craft.errors import CraftError
 from craft.export import export
 from craft.runtime import ExportedModel, RunError
 from craft.sampling import SamplingConfig
-from tests.conftest import ROOT, make_text, tiny_args
+from tests.helpers import ALL_COMPONENTS, ROOT, make_text, perturbed, tiny_args
 
 LOGITS_ATOL = 1e-4  # fp32 ONNX vs PyTorch, largest absolute difference of any logit
 INT8_BPC_BOUND = 0.05  # int8 vs fp32 val bits per character, on a tiny model

@@ -10,7 +10,7 @@ from craft.cli import main
 from craft.errors import CraftError
 from craft.export import export
 from craft.export import main as export_main
-from tests.conftest import make_text, tiny_args
+from tests.helpers import make_text, tiny_args
 
 transformers = pytest.importorskip("transformers", reason="pip install craft[hf] (transformers, safetensors)")
 

@@ -6,7 +6,7 @@ import pytest
 from craft import LanguageModel
 from craft.cli import main
 from craft.data import TextDataModule
-from tests.conftest import make_text, scalars, tiny_args
+from tests.helpers import make_text, scalars, tiny_args
 
 
 def source_val_loss(ckpt, corpus) -> float:

@@ -1,12 +1,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ALL_COMPONENTS, COMPONENTS, perturbed
 
 from craft.errors import ConfigError
 from craft.generate import SamplingConfig, generate
 from craft.model import GPT, GPTConfig
 from craft.model.cache import KVCache
+from tests.helpers import ALL_COMPONENTS, COMPONENTS, perturbed
 
 
 def expected_params(V: int, T: int, d: int, L: int, h: int) -> int:

@@ -5,7 +5,7 @@ import pytest
 from nbclient import NotebookClient
 
 from craft.cli import main
-from tests.conftest import ROOT, tiny_args
+from tests.helpers import ROOT, tiny_args
 
 pytestmark = pytest.mark.slow  # executes the whole analysis notebook
 

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 import torch.optim._muon as torch_muon
-from conftest import ALL_COMPONENTS, scalars, tiny_args
 
 from craft.cli import main
 from craft.errors import ConfigError
 from craft.model import GPT, GPTConfig
 from craft.optim import Muon, MuonAdamW, adjusted_lr, build_optimizer, lr_schedule, newton_schulz
+from tests.helpers import ALL_COMPONENTS, scalars, tiny_args
 
 
 def muon(model: torch.nn.Module) -> MuonAdamW:

@@ -5,7 +5,7 @@ import torch
 
 from craft import LanguageModel
 from craft.cli import CraftCLI, main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 RUNS = {
     "got_char": ["configs/got_char.yaml"],

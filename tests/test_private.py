@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from craft.private import boxed_runner, tensor_version
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_lightning_still_merges_ckpt_hparams_through_parse_ckpt_path():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from craft.cli import main
-from tests.conftest import ALL_COMPONENTS, scalars, tiny_args
+from tests.helpers import ALL_COMPONENTS, scalars, tiny_args
 
-STOP_AT_8 = '{"class_path": "tests.conftest.StopAtStep", "init_args": {"step": 8}}'
+STOP_AT_8 = '{"class_path": "tests.helpers.StopAtStep", "init_args": {"step": 8}}'
 
 
 # Muon + AdamW with the warmup-stable-decay schedule and every component of the modern recipe.

@@ -16,7 +16,7 @@ import torch
 import craft.callbacks.checkpoint as ckpt_module
 from craft import LanguageModel
 from craft.cli import main
-from tests.conftest import ROOT, python_cmd, tiny_args
+from tests.helpers import ROOT, python_cmd, tiny_args
 
 
 def last_step(logs: Path) -> int | None:
@@ -90,7 +90,7 @@ PHASES = {
 def test_signal_saves_last_ckpt_exits_and_resumes(corpus, tmp_path, phase, signum, code):
     """A real signal arrives while the real `python -m craft fit` is in `phase`."""
     logs = tmp_path / "logs"
-    sender = json.dumps({"class_path": "tests.conftest.SignalDuring", "init_args": {"phase": phase, "signum": signum}})
+    sender = json.dumps({"class_path": "tests.helpers.SignalDuring", "init_args": {"phase": phase, "signum": signum}})
     run = subprocess.run(
         [
             *python_cmd(),

@@ -5,7 +5,7 @@ import pytest
 from craft.data.corpus import write_builtin_corpus
 from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from craft.errors import ConfigError, CraftError
-from tests.conftest import make_text
+from tests.helpers import make_text
 
 
 def test_char_round_trip_and_state():

@@ -8,7 +8,7 @@ import yaml
 
 from craft import trackers
 from craft.cli import main
-from tests.conftest import ROOT, scalars, tiny_args
+from tests.helpers import ROOT, scalars, tiny_args
 
 
 def run(corpus, logs, tracker: str, *extra: str) -> None:

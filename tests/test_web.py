@@ -16,7 +16,7 @@ from craft import LanguageModel
 from craft.cli import main
 from craft.errors import CraftError
 from craft.export import ORT_WEB_FILES, check_web, export
-from tests.conftest import ROOT, make_text, tiny_args
+from tests.helpers import ROOT, make_text, tiny_args
 
 sys.path.insert(0, str(ROOT))
 from benchmarks.export_runtime import DRIVER, browser_missing, static_server  # noqa: E402

@@ -33,10 +33,10 @@ READ_BYTES = 1 << 20  # bytes read from a text file at a time
 def write_builtin_corpus(name: str, path: Path) -> None:
     """Write a corpus that ships with every Python to ``path`` (only if it does not exist yet).
 
-    ``pydoc``: the interpreter's own reference prose (what ``help("topics")`` shows), ~465 KB of
+    ``pydoc``: the interpreter's own reference prose (what ``help("topics")`` shows), in
     English. ``stdlib``: the source of the running interpreter's standard library, every ``*.py``
-    under it in sorted path order, installed packages and test folders left out (~15 MB on
-    CPython 3.11; which Python wrote it is ``stdlib_version()``): big enough not to overfit.
+    under it in sorted path order, installed packages and test folders left out (its size: README,
+    "Quickstart"; which Python wrote it is ``stdlib_version()``): big enough not to overfit.
     """
     if name not in BUILTIN_CORPORA:
         raise CraftError(f"unknown built-in corpus {name!r}; available: {', '.join(BUILTIN_CORPORA)}")

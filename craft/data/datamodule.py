@@ -202,8 +202,8 @@ class TextDataModule(L.LightningDataModule):
             val_fraction: Share of each corpus's characters, from its end, held out for validation.
             seed: Decides which windows form each batch (pure function of seed, epoch, batch index).
             prompts: Prompts for `predict`, one generated sample each.
-            builtin_corpus: If set ("pydoc": ~465 KB of Python's reference prose; "stdlib": ~12 MB of
-                its standard library's source) and `path` does not exist, write that corpus there first.
+            builtin_corpus: If set ("pydoc": Python's reference prose; "stdlib": its standard
+                library's source) and `path` does not exist, write that corpus there first.
             tokenizer: Tokenizer to fit on the corpus (default: CharTokenizer).
             windows_per_epoch: Training windows per epoch (default: train tokens // block_size).
             cache_dir: Where encoded ids are cached (default: `.craft_cache` beside the corpus).
