@@ -150,7 +150,7 @@ class LanguageModel(L.LightningModule):
             )
         self.tokenizer = tokenizer
 
-    def _require_tokenizer(self) -> Tokenizer:
+    def require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise CraftError("this model has no tokenizer: load it from a craft checkpoint or train it first")
         return self.tokenizer
@@ -253,7 +253,7 @@ class LanguageModel(L.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tokenizer"] = self._require_tokenizer().state()
+        checkpoint["tokenizer"] = self.require_tokenizer().state()
         # Lightning keeps no RNG state; dropout must continue its stream for an exact resume.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
@@ -290,6 +290,21 @@ class LanguageModel(L.LightningModule):
         return super().load_from_checkpoint(
             checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
         )
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], tokenizer: str | None = None, **parts: str) -> LanguageModel:
+        """The model of a checkpoint already loaded and checked (``craft/checkpoint.py``
+        ``read_checkpoint``), without reading the file again: built from its hyperparameters (with
+        the part names the caller trusts, as ``load_from_checkpoint`` takes them), its tokenizer and
+        weights loaded, in eval mode. ``tokenizer`` is the import path of a trusted tokenizer class."""
+        if tokenizer is not None:
+            importlib.import_module(tokenizer.rpartition(".")[0])  # the caller's class: defining it registers it
+        # Lightning's own entries ("_instantiator", written by LightningCLI) are not arguments.
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+        lm = cls(**{**hparams, **parts})
+        lm.on_load_checkpoint(checkpoint)
+        lm.load_state_dict(checkpoint["state_dict"])
+        return lm.eval()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "tokenizer" not in checkpoint:
@@ -328,7 +343,7 @@ class LanguageModel(L.LightningModule):
 
     @property
     def engine(self) -> Engine:
-        tokenizer = self._require_tokenizer()
+        tokenizer = self.require_tokenizer()
         if self._engine is None or self._engine.tokenizer is not tokenizer:
             self._engine = Engine(self.model, tokenizer, compiled=self.hparams.compiled_decode)
         return self._engine

@@ -11,7 +11,7 @@ window once the context is full. Char tokenizers need nothing more; BPE tokenize
 ``craft/sampling.py``, which an export copies beside it as ``craft_sampling.py``.
 
 A step costs a few hundred microseconds, so what surrounds it matters: with a fused-attention
-export (``craft/export.py``) each layer's cache buffer is bound once as both the input and the
+export (``craft/export/``) each layer's cache buffer is bound once as both the input and the
 output of the session (``InPlaceDecoder``), so onnxruntime writes the new keys and values in place
 and no cache array is made or copied per token; the token, position and logits buffers are bound
 once too. One intra-op thread by default: at batch 1 a second one bought nothing steady

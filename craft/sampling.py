@@ -6,7 +6,7 @@ torch-free runtime (``craft run``, which takes its defaults from the manifest), 
 ``compare``'s samples. It is validated here, once, whoever builds it.
 
 The rule every sampler follows (torch in ``craft/generate/sampling.py``, numpy in
-``craft/runtime.py``, ONNX nodes in ``craft/export.py`` for the page), so that one uniform draw
+``craft/runtime.py``, ONNX nodes in ``craft/export/web.py`` for the page), so that one uniform draw
 picks the same token everywhere: temperature below ``GREEDY_BELOW`` is greedy (the first largest
 logit); otherwise the logits minus their maximum over the temperature, the ``top_k`` largest kept,
 then the smallest set (largest first) holding ``top_p`` of the mass; the kept tokens, largest first

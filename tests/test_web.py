@@ -92,9 +92,9 @@ def test_page_generates_pytorchs_greedy_text_in_chromium_and_reports_its_speed(w
 
 
 def test_web_refuses_without_onnxruntime_web_and_names_the_command(tmp_path, monkeypatch):
-    import craft.export
+    import craft.export.web
 
-    monkeypatch.setattr(craft.export, "WEB", tmp_path / "web")
+    monkeypatch.setattr(craft.export.web, "WEB", tmp_path / "web")
     with pytest.raises(CraftError, match=r"npm ci --prefix .*web.*lacks ort\.wasm\.min\.mjs"):
         check_web("char")
 

@@ -5,7 +5,7 @@ One ``(B, n_head, block_size, head_size)`` key buffer and one value buffer per l
 once per ``generate`` call and written in place at the positions being computed
 (``index_copy_``). Attention then reads all ``block_size`` slots, masked to the positions written
 so far: the shapes never change, so the same forward runs eagerly, compiled ahead of time
-(``craft/generate/compiled.py``) and exported to ONNX (``craft/export.py``). The cache is never stored on
+(``craft/generate/compiled.py``) and exported to ONNX (``craft/export/trace.py``). The cache is never stored on
 the module.
 
 One buffer per layer, not one stacked tensor: an in-place write into a slice of a stacked graph
@@ -66,7 +66,7 @@ class KVCache:
     ) -> torch.Tensor:
         """Write ``k``, ``v`` at ``input_pos``, then attend ``q`` ``(B, nh, T, hs)`` over every slot up
         to each query's own position (``visible``, the additive ``(T, block_size)`` mask); returns
-        ``(B, nh, T, hs)``. ``craft/export.py`` overrides this one method to emit onnxruntime's
+        ``(B, nh, T, hs)``. ``craft/export/trace.py`` overrides this one method to emit onnxruntime's
         fused attention, which does both in one node."""
         keys, values = self.write(layer, input_pos, k, v)  # (B, nh, block, hs) each
         if keys.dtype != q.dtype:  # under autocast

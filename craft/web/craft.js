@@ -44,7 +44,7 @@ function generator(seed) {
   };
 }
 
-// The export's generation graph (model.loop.onnx, craft/export.py write_loop): one call runs many
+// The export's generation graph (model.loop.onnx, craft/export/web.py write_loop): one call runs many
 // decoder steps and draws each token inside onnxruntime, so the cache crosses into WASM memory once
 // per call rather than once per token. A call starts with a prefill from position 0, or with the
 // last token after the filled slots; the page passes the uniforms its seeded generator draws.
