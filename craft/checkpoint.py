@@ -280,7 +280,7 @@ def check_trains(trainer: Namespace) -> None:
 def check_batch_order_early(used: Checkpoint, data: Namespace) -> None:
     """The batch-order settings the config alone fixes, checked before anything is built; the
     rest (batches per epoch, mixture weights) once the corpus is read (``CraftCLI.before_fit``)."""
-    from craft.data.datamodule import check_batch_order
+    from craft.data.windows import check_batch_order
 
     if used.batch_order is not None:
         keys = ("seed", "batch_size")

@@ -227,7 +227,7 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
         if self.resumed is not None and self.resumed.batch_order is not None:
             # Before Lightning starts: its setup opens the loggers (a new event file) before any
             # checkpoint state is restored, and a refused resume must leave the run as it was.
-            from craft.data.datamodule import check_batch_order
+            from craft.data.windows import check_batch_order
 
             self.datamodule.prepare_data()
             self.datamodule.setup("fit")

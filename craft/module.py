@@ -309,7 +309,11 @@ class LanguageModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "tokenizer" not in checkpoint:
             raise CraftError("checkpoint has no tokenizer; it was not written by craft")
-        self.set_tokenizer(Tokenizer.from_state(checkpoint["tokenizer"]))
+        saved = checkpoint["tokenizer"]
+        # predict/validate/test: the data module's tokenizer (set in setup) was built from this same
+        # state by the CLI; it is kept, so each run builds its tokenizer once.
+        if self.tokenizer is None or self.tokenizer.state() != saved:
+            self.set_tokenizer(Tokenizer.from_state(saved))
         self._restored_rng_state = checkpoint.get("torch_rng_state")
 
     def on_train_start(self) -> None:

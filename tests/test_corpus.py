@@ -11,8 +11,9 @@ import torch
 
 from craft.cli import main
 from craft.data import TextDataModule, corpus
-from craft.data.datamodule import Source, WindowBatchSampler
+from craft.data.datamodule import Source
 from craft.data.tokenizers import BPETokenizer
+from craft.data.windows import WindowBatchSampler
 from craft.errors import CraftError, CraftWarning
 from tests.helpers import make_text, scalars, tiny_args
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from craft.data import TextDataModule
-from craft.data.datamodule import WindowBatchSampler
 from craft.data.tokenizers import BPETokenizer
+from craft.data.windows import WindowBatchSampler
 from craft.errors import ConfigError, CraftError
 
 

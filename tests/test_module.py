@@ -75,3 +75,18 @@ def test_checkpoints_from_before_the_sampling_config_keep_their_settings():
     assert "temperature" not in lm.hparams and lm.hparams["sampling"]["top_k"] == 7
     again = LanguageModel(**lm.hparams)  # what load_from_checkpoint does with the saved hyperparameters
     assert again.sampling == lm.sampling
+
+
+def test_a_checkpoint_run_builds_its_tokenizer_once(tiny_run, tmp_path, monkeypatch):
+    """predict/validate/test: the CLI builds the data module's tokenizer from the checkpoint's
+    state; loading the checkpoint keeps that one instead of building a second."""
+    from craft.cli import CraftCLI
+    from craft.data.tokenizers import Tokenizer
+    from tests.helpers import tiny_args
+
+    ckpt, corpus = tiny_run
+    built = []
+    original = Tokenizer.from_state
+    monkeypatch.setattr(Tokenizer, "from_state", staticmethod(lambda state: built.append(1) or original(state)))
+    cli = CraftCLI(args=["validate", *tiny_args(corpus, tmp_path / "logs"), "--ckpt_path", str(ckpt)])
+    assert cli.model.tokenizer is cli.datamodule.tokenizer and built == []

@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from craft.data.datamodule import WindowBatchSampler
 from craft.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
+from craft.data.windows import WindowBatchSampler
 from craft.generate import SamplingConfig, generate, sample_next
 from craft.model import GPT, GPTConfig
 

@@ -8,19 +8,27 @@ import json
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from craft.data.corpus import corpus_files, fingerprint, write_builtin_corpus
 from craft.data.prepare import CACHE_FORMAT, Prepared, Split, check, prepare
 from craft.data.tokenizers import CharTokenizer, Tokenizer
+from craft.data.windows import (
+    ResumableDataLoader,
+    SourceWindows,
+    WindowBatchSampler,
+    WindowDataset,
+    check_batch_order,
+    collate_prompts,
+    collate_windows,
+    own_generator,
+)
 from craft.errors import ConfigError, CraftError, CraftWarning
 
 
@@ -32,143 +40,6 @@ class Source:
     path: str | list[str]
     weight: float = 1.0
     name: str | None = None
-
-
-class WindowDataset(Dataset):
-    """Windows of ``block_size + 1`` tokens; index = start offset. Returns ``(x, y)`` shifted by one."""
-
-    def __init__(self, ids: np.ndarray, block_size: int) -> None:
-        self.ids = ids
-        self.block_size = block_size
-        self._offsets = np.arange(block_size + 1)
-
-    def __len__(self) -> int:
-        return len(self.ids) - self.block_size
-
-    def __getitem__(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([start])
-        return x[0], y[0]
-
-    def __getitems__(self, starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        # One fancy-index gather for the whole batch: (B, T + 1)
-        window = torch.from_numpy(self.ids[np.asarray(starts)[:, None] + self._offsets].astype(np.int64))
-        return window[:, :-1], window[:, 1:]
-
-
-class SourceWindows(WindowDataset):
-    """Validation windows of a mixture: ``(x, y, source)``, source the index of each window's corpus."""
-
-    def __init__(self, ids: np.ndarray, block_size: int, firsts: list[int]) -> None:
-        super().__init__(ids, block_size)
-        self.firsts = np.asarray(firsts)
-
-    def __getitems__(self, starts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, y = super().__getitems__(starts)
-        source = torch.from_numpy(np.searchsorted(self.firsts, np.asarray(starts), side="right") - 1)
-        return x, y, source
-
-
-def own_generator() -> torch.Generator:
-    """Each new DataLoader iterator draws a seed from its generator; without one it draws from the
-    global RNG, so an extra validation (or a resume) would shift dropout masks. Ours never do."""
-    return torch.Generator().manual_seed(0)
-
-
-def collate_windows(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``WindowDataset.__getitems__`` already returns the stacked batch."""
-    return batch
-
-
-def collate_prompts(batch: list[str]) -> list[str]:
-    return list(batch)
-
-
-class WindowBatchSampler(Sampler[list[int]]):
-    """Random training windows where batch ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``.
-
-    Where to start is read from ``progress()`` (batches already consumed, derived from the
-    trainer's restored global step), so a resumed run continues with exactly the batch an
-    uninterrupted run would have drawn next, instead of replaying the epoch from its start.
-    Under data parallelism each rank takes its own slice of every global batch.
-
-    A mixture gives ``num_starts`` per source, the ``offsets`` of each source's first start and
-    their ``weights``: each window draws its source by weight, then its start in that source.
-    """
-
-    def __init__(
-        self,
-        num_starts: int | list[int],
-        batch_size: int,
-        batches_per_epoch: int,
-        seed: int,
-        progress: Callable[[], int] = lambda: 0,
-        rank: int = 0,
-        world_size: int = 1,
-        offsets: list[int] | None = None,
-        weights: list[float] | None = None,
-    ) -> None:
-        self.num_starts = num_starts
-        self.offsets = offsets
-        self.weights = weights
-        self.batch_size = batch_size
-        self.batches_per_epoch = batches_per_epoch
-        self.seed = seed
-        self.progress = progress
-        self.rank = rank
-        self.world_size = world_size
-        self._epoch_cache: tuple[int, torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def epoch_starts(self, epoch: int) -> torch.Tensor:
-        """All window starts of one epoch, ``(batches_per_epoch, world_size * batch_size)``."""
-        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            n = self.batches_per_epoch * self.world_size * self.batch_size
-            if isinstance(self.num_starts, int):
-                starts = torch.randint(0, self.num_starts, (n,), generator=g)
-            else:
-                source = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), n, True, generator=g)
-                within = torch.rand(n, generator=g, dtype=torch.float64) * torch.tensor(self.num_starts)[source]
-                starts = torch.tensor(self.offsets or [0] * len(self.num_starts))[source] + within.long()
-            self._epoch_cache = (epoch, starts.view(self.batches_per_epoch, -1))
-        return self._epoch_cache[1]
-
-    def batch(self, epoch: int, index: int) -> list[int]:
-        row = self.epoch_starts(epoch)[index]
-        return row[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, first = divmod(self.progress(), self.batches_per_epoch)
-        for i in range(first, self.batches_per_epoch):
-            yield self.batch(epoch, i)
-
-
-def check_batch_order(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse a resume whose training batch order differs from the checkpoint's (``saved``): the
-    rest of the run would train on other windows than the interrupted one, not resume it."""
-    changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
-    if changed:
-        detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in changed.items())
-        raise CraftError(
-            f"cannot resume exactly: the training batch order changed ({detail}); resume with the run's "
-            "original data settings, or start a new run from its weights with --init_from (nothing was changed)"
-        )
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader Lightning treats as resumable; its state records what fixes the batch order."""
-
-    def state_dict(self) -> dict[str, Any]:
-        s = self.batch_sampler
-        state = {"seed": s.seed, "batch_size": s.batch_size, "batches_per_epoch": s.batches_per_epoch}
-        if s.weights is not None:
-            state["weights"] = list(s.weights)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_batch_order(state, self.state_dict())
 
 
 class TextDataModule(L.LightningDataModule):
@@ -227,7 +98,8 @@ class TextDataModule(L.LightningDataModule):
             problems.append(f"batch_size must be positive, got {batch_size}")
         if not 0.0 < val_fraction < 1.0:
             problems.append(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if not 0.0 <= test_fraction < 1.0 or test_fraction + (0 if val_chars else val_fraction) >= 1.0:
+        held_out = test_fraction + (0.0 if val_chars or not 0.0 < val_fraction < 1.0 else val_fraction)
+        if not 0.0 <= test_fraction < 1.0 or held_out >= 1.0:
             problems.append(f"test_fraction must be in [0, 1) and leave room for training, got {test_fraction}")
         if val_chars is not None and val_chars < 1:
             problems.append(f"val_chars must be positive (or null to use val_fraction), got {val_chars}")
