@@ -162,72 +162,30 @@ def prepare(
     text_field: str,
     chunk_chars: int,
 ) -> dict:
-    """Build the cache in ``folder`` (renamed into place) and return its metadata."""
+    """Build the cache in ``folder`` (renamed into place) and return its metadata: a first pass
+    counts, hashes and fits the tokenizer (``scan``), a second splits and encodes each source into
+    a private temporary folder (``encode_source``)."""
     started = time.perf_counter()
     total_bytes = sum(f.stat().st_size for s in sources for f in s.files)
-
-    # Pass 1: count, hash, fit.
-    progress = Progress(total_bytes, "scanning")
-
-    def scanned() -> Iterator[str]:
-        read = 0
-        for s in sources:
-            for chunk in source_chunks(s, separator, text_field, chunk_chars, s.hasher, tokenizer.cuts_anywhere):
-                s.chars += len(chunk)
-                s.nonblank = s.nonblank or not chunk.isspace()
-                progress.to(read + s.hasher.bytes_read)
-                yield chunk
-            read += s.hasher.bytes_read
-
-    try:
-        if tokenizer.is_fitted:
-            for _ in scanned():
-                pass
-        else:
-            tokenizer.fit_stream(scanned(), total_bytes)
-    finally:
-        progress.close()
-    for s in sources:
-        if not s.nonblank:
-            raise CraftError(f"corpus {s.where} is empty")
-
-    # Pass 2: split and encode into a private temporary folder.
+    reading = Reading(separator, text_field, chunk_chars, tokenizer.cuts_anywhere)
+    scan(sources, tokenizer, reading, total_bytes)
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size < 2**16 else np.uint32)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     progress = Progress(total_bytes, "encoding")
-    described = []
+    described, written, read = [], 0, 0
     try:
         with open(tmp / "ids.bin", "wb") as out:
-            written, read = 0, 0
             for s in sources:
                 cuts = split.cuts(s.chars)
-                counts = dict.fromkeys(PARTS, 0)
-                starts_at: dict[str, int] = {}  # the first character of each held-out part
-                chars = 0
-                hasher = Hasher()
-                batch: list[str] = []
-                part = "train"
-                where = f"corpus {s.where}"
-                for kind, text in split_at(
-                    source_chunks(s, separator, text_field, chunk_chars, hasher, tokenizer.cuts_anywhere), cuts
-                ):
-                    if kind != part:
-                        counts[part] += write_ids(out, tokenizer, batch, dtype, where)
-                        part, starts_at[kind] = kind, chars
-                    batch.append(text)
-                    chars += len(text)
-                    if len(batch) >= ENCODE_BATCH:
-                        counts[part] += write_ids(out, tokenizer, batch, dtype, where)
-                    progress.to(read + hasher.bytes_read)
-                counts[part] += write_ids(out, tokenizer, batch, dtype, where)
-                first = written
-                written += sum(counts.values())
-                read += hasher.bytes_read
-                if hasher.hexdigest() != s.hasher.hexdigest():
-                    raise CraftError(f"the corpus {s.name} changed while it was being prepared; start again")
+
+                def shown(n: int, before: int = read) -> None:
+                    progress.to(before + n)  # bytes of earlier sources, then this one's
+
+                counts, starts_at = encode_source(out, s, tokenizer, cuts, reading, dtype, shown)
+                read += s.hasher.bytes_read
                 described.append(
                     {
                         "name": s.name,
@@ -237,9 +195,10 @@ def prepare(
                         "chars": s.chars,
                         "val_start_char": starts_at.get("val", starts_at.get("test", s.chars)),
                         **({"test_start_char": starts_at.get("test", s.chars)} if len(cuts) > 1 else {}),
-                        **ranges(first, counts, len(cuts) + 1),
+                        **ranges(written, counts, len(cuts) + 1),
                     }
                 )
+                written += sum(counts.values())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed preparation leaves nothing behind
         raise
@@ -266,6 +225,72 @@ def prepare(
         f"cache: {folder}"
     )
     return meta
+
+
+@dataclass
+class Reading:
+    """How a source's files become chunks of text (the same in both passes)."""
+
+    separator: str
+    text_field: str
+    chunk_chars: int
+    anywhere: bool  # the tokenizer's cuts_anywhere
+
+    def chunks(self, source: Prepared, hasher: Hasher) -> Iterator[str]:
+        return source_chunks(source, self.separator, self.text_field, self.chunk_chars, hasher, self.anywhere)
+
+
+def scan(sources: list[Prepared], tokenizer: Tokenizer, reading: Reading, total_bytes: int) -> None:
+    """Pass 1: count each source's characters, hash its bytes and fit the tokenizer (if it is not
+    fitted yet) in one read; refuse a source with no text."""
+    progress = Progress(total_bytes, "scanning")
+
+    def scanned() -> Iterator[str]:
+        read = 0
+        for s in sources:
+            for chunk in reading.chunks(s, s.hasher):
+                s.chars += len(chunk)
+                s.nonblank = s.nonblank or not chunk.isspace()
+                progress.to(read + s.hasher.bytes_read)
+                yield chunk
+            read += s.hasher.bytes_read
+
+    try:
+        if tokenizer.is_fitted:
+            for _ in scanned():
+                pass
+        else:
+            tokenizer.fit_stream(scanned(), total_bytes)
+    finally:
+        progress.close()
+    for s in sources:
+        if not s.nonblank:
+            raise CraftError(f"corpus {s.where} is empty")
+
+
+def encode_source(
+    out, source: Prepared, tokenizer: Tokenizer, cuts: list[int], reading: Reading, dtype: np.dtype, progress
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Pass 2 for one source: its train, val (and test) text encoded apart and appended to ``out``.
+    Returns the ids written per part and the first character of each held-out part; refuses a
+    source whose bytes changed since ``scan`` hashed them."""
+    counts = dict.fromkeys(PARTS, 0)
+    starts_at: dict[str, int] = {}
+    chars, hasher, batch, part = 0, Hasher(), [], "train"
+    where = f"corpus {source.where}"
+    for kind, text in split_at(reading.chunks(source, hasher), cuts):
+        if kind != part:
+            counts[part] += write_ids(out, tokenizer, batch, dtype, where)
+            part, starts_at[kind] = kind, chars
+        batch.append(text)
+        chars += len(text)
+        if len(batch) >= ENCODE_BATCH:
+            counts[part] += write_ids(out, tokenizer, batch, dtype, where)
+        progress(hasher.bytes_read)
+    counts[part] += write_ids(out, tokenizer, batch, dtype, where)
+    if hasher.hexdigest() != source.hasher.hexdigest():
+        raise CraftError(f"the corpus {source.name} changed while it was being prepared; start again")
+    return counts, starts_at
 
 
 def check(folder: Path) -> str | None:
