@@ -285,6 +285,11 @@ class LanguageModel(L.LightningModule):
         checkpoint = load_checkpoint(checkpoint_path, weights_only)
         checkpoint.setdefault("hyper_parameters", {}).update(kwargs)  # as Lightning applies them
         check_names(checkpoint, {**kwargs, "tokenizer": tokenizer}, hint)
+        if any(k in checkpoint["hyper_parameters"] for k in LEGACY_SAMPLING) and hparams_file is None:
+            # Saved before the sampling config: LightningCLI's instantiator would refuse the old
+            # top-level fields, so the model is built from the checkpoint already read.
+            lm = cls.from_checkpoint(checkpoint, tokenizer=tokenizer, **kwargs)
+            return lm.to(map_location) if isinstance(map_location, (str, torch.device)) else lm
         if tokenizer is not None:
             importlib.import_module(tokenizer.rpartition(".")[0])  # the caller's class: defining it registers it
         return super().load_from_checkpoint(

@@ -90,3 +90,18 @@ def test_a_checkpoint_run_builds_its_tokenizer_once(tiny_run, tmp_path, monkeypa
     monkeypatch.setattr(Tokenizer, "from_state", staticmethod(lambda state: built.append(1) or original(state)))
     cli = CraftCLI(args=["validate", *tiny_args(corpus, tmp_path / "logs"), "--ckpt_path", str(ckpt)])
     assert cli.model.tokenizer is cli.datamodule.tokenizer and built == []
+
+
+def test_a_checkpoint_saved_before_the_sampling_config_loads(tiny_run, tmp_path):
+    """Its hyperparameters hold the sampling fields at the top, beside LightningCLI's instantiator
+    (which refuses fields the class no longer has): load_from_checkpoint still builds it."""
+    ckpt = torch.load(tiny_run[0], weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    assert "_instantiator" in hp
+    old = {**{k: v for k, v in hp.items() if k != "sampling"}, "temperature": 0.5, "top_k": 7, "max_new_tokens": 9}
+    torch.save({**ckpt, "hyper_parameters": old}, tmp_path / "old.ckpt")
+    lm = LanguageModel.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert (lm.sampling.temperature, lm.sampling.top_k, lm.sampling.max_new_tokens) == (0.5, 7, 9)
+    assert not lm.training and lm.tokenizer.state() == ckpt["tokenizer"]
+    new = LanguageModel.load_from_checkpoint(tiny_run[0])
+    assert all(torch.equal(a, b) for a, b in zip(lm.state_dict().values(), new.state_dict().values(), strict=True))
