@@ -35,7 +35,7 @@ from craft.checkpoint import (
 )
 from craft.data import TextDataModule
 from craft.data.tokenizers import Tokenizer
-from craft.errors import CraftError, CraftWarning, NothingToDo
+from craft.errors import ConfigError, CraftError, CraftWarning, NothingToDo
 from craft.module import LanguageModel
 from craft.private import LoggingStepSync, NoCheckpointHparamsMerge
 from craft.trackers import log_config, make_tracker
@@ -116,6 +116,10 @@ class CraftCLI(NoCheckpointHparamsMerge, LightningCLI):
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") not in (None, "fit") and not _debug():
             quiet_lightning()
+        cfg = self.config.get(self.config.get("subcommand") or "") or self.config
+        seed = cfg.get("seed_everything")  # Lightning raises a ValueError, with a traceback, on one out of range
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed < 2**32:
+            raise ConfigError(f"seed_everything must be in [0, 2**32) (or true for a random one), got {seed}")
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(

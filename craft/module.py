@@ -14,10 +14,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric, Metric, SumMetric
 
 from craft.data.tokenizers import Tokenizer
-from craft.errors import CraftError, note
+from craft.errors import ConfigError, CraftError, note
 from craft.generate import Engine
 from craft.model import GPT, GPTConfig
-from craft.optim import OPTIMIZERS, SCHEDULES, build_optimizer, check_lr_mults, lr_schedule
+from craft.optim import OPTIMIZERS, SCHEDULES, build_optimizer, check_lr_mults, check_settings, lr_schedule
 from craft.sampling import SamplingConfig
 
 # Sampling fields that checkpoints made before ``SamplingConfig`` was one argument hold at the top.
@@ -108,6 +108,9 @@ class LanguageModel(L.LightningModule):
         # Every field into the hyperparameters (and so the checkpoint), set or defaulted; sampling
         # as plain values, which a weights-only checkpoint load accepts.
         self.hparams.update(dataclasses.asdict(self.config), sampling=self.sampling.as_dict())
+        problems = check_settings(lr, min_lr, warmup_steps, weight_decay, betas, muon_lr, muon_momentum, decay_fraction)
+        if problems:
+            raise ConfigError("invalid model settings: " + "; ".join(problems))
         if optimizer not in OPTIMIZERS:
             raise CraftError(f"unknown optimizer {optimizer!r}: use one of {list(OPTIMIZERS)}")
         if schedule not in SCHEDULES:

@@ -65,6 +65,47 @@ def check_lr_mults(lr_mults: dict[str, float] | None, optimizer: str) -> None:
             )
 
 
+def check_settings(
+    lr: float,
+    min_lr: float,
+    warmup_steps: int,
+    weight_decay: float,
+    betas: Iterable[float],
+    muon_lr: float,
+    muon_momentum: float,
+    decay_fraction: float,
+) -> list[str]:
+    """Every problem with the optimizer and schedule settings, in words (empty: all usable)."""
+    found = []
+
+    def finite(name: str, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            found.append(f"{name} must be a finite number, got {value!r}")
+            return False
+        return True
+
+    lr_ok = finite("lr", lr)
+    if lr_ok and not lr > 0:
+        found.append(f"lr must be positive, got {lr}")
+        lr_ok = False
+    if finite("min_lr", min_lr) and lr_ok and not 0 <= min_lr <= lr:  # the relation only once lr is usable
+        found.append(f"min_lr must be in [0, lr] (lr is {lr}), got {min_lr}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        found.append(f"warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
+    if finite("weight_decay", weight_decay) and weight_decay < 0:
+        found.append(f"weight_decay must be >= 0, got {weight_decay}")
+    betas = list(betas)
+    if len(betas) != 2 or not all(finite("betas", b) and 0 <= b < 1 for b in betas):
+        found.append(f"betas must be two numbers in [0, 1), got {betas}")
+    if finite("muon_lr", muon_lr) and not muon_lr > 0:
+        found.append(f"muon_lr must be positive, got {muon_lr}")
+    if finite("muon_momentum", muon_momentum) and not 0 <= muon_momentum < 1:
+        found.append(f"muon_momentum must be in [0, 1), got {muon_momentum}")
+    if finite("decay_fraction", decay_fraction) and not 0 <= decay_fraction <= 1:
+        found.append(f"decay_fraction must be in [0, 1], got {decay_fraction}")
+    return found
+
+
 def param_groups(
     model: torch.nn.Module,
     weight_decay: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import shutil
 import warnings
@@ -113,8 +114,12 @@ class TextDataModule(L.LightningDataModule):
             problems.append("data.sources is empty")
         for i, src in enumerate(sources or []):
             weight = src.weight if isinstance(src, Source) else src.get("weight", 1.0)
-            if not weight > 0:
-                problems.append(f"sources[{i}].weight must be positive, got {weight}")
+            if not (isinstance(weight, (int, float)) and 0 < weight < math.inf):
+                problems.append(f"sources[{i}].weight must be a positive finite number, got {weight}")
+        if num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {num_workers}")
+        if isinstance(path, list) and not path:
+            problems.append("data.path is an empty list: give a file, a folder, a glob, or a list of them")
         if problems:
             raise ConfigError("invalid data config: " + "; ".join(problems))
         self.path = Path(path) if isinstance(path, str) else path
