@@ -17,6 +17,7 @@ Two guarantees, for every entry point that reads a checkpoint (the CLI subcomman
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,21 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, An
     """Load a checkpoint safely: with ``weights_only=True`` (the default) a malicious pickle cannot
     run code. ``weights_only=False`` is for files you trust (``--weights_only false``)."""
     path = Path(path)
+    if path.is_dir():
+        raise CraftError(f"{path} is a folder, not a checkpoint file: give a .ckpt inside it (e.g. its last.ckpt)")
     if not path.is_file():
         raise CraftError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CraftError(f"cannot load checkpoint {path}: the file is empty (0 bytes), it was never written")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CraftError(f"cannot load checkpoint {path}: not a torch.save file (truncated, damaged or something else)")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
         text = str(e).strip()
         first_line = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
+        if "inline_container" in first_line or "PytorchStreamReader" in first_line:  # a zip, but not torch's
+            first_line = "a zip file that torch.save did not write"
         raise CraftError(f"cannot load checkpoint {path}: {first_line}") from None
 
 

@@ -514,7 +514,35 @@ CASES = [
         lambda d: ["predict", *BASE, "--ckpt_path", str(write(d, "bad.ckpt", b"PK\x03\x04 truncated"))],
         "cannot load checkpoint",
     ),
+    Case(
+        "predict",
+        "empty checkpoint file",
+        lambda d: ["predict", *BASE, "--ckpt_path", str(write(d, "empty.ckpt", b""))],
+        "the file is empty (0 bytes)",
+    ),
+    Case(
+        "predict",
+        "checkpoint path is a folder",
+        lambda d: [(d / "checkpoints").mkdir(exist_ok=True), "predict", *BASE, "--ckpt_path", str(d / "checkpoints")][
+            1:
+        ],
+        "is a folder, not a checkpoint file",
+    ),
+    Case(
+        "predict",
+        "a zip file that is not a checkpoint",
+        lambda d: ["predict", *BASE, "--ckpt_path", str(zipped(d / "junk.ckpt"))],
+        "a zip file that torch.save did not write",
+    ),
 ]
+
+
+def zipped(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "not a checkpoint")
+    return path
 
 
 def train_checkpoint(folder: Path) -> None:

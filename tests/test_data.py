@@ -1,3 +1,4 @@
+import os
 import platform
 from pathlib import Path
 
@@ -152,3 +153,24 @@ def test_held_out_parts_start_at_line_starts_before_each_cut():
         for name, cut in zip(("val", "test"), cuts, strict=True):
             start = len(parts["train"]) if name == "val" else len(parts["train"]) + len(parts["val"])
             assert start == text.rfind("\n", cut - LINE_START_WITHIN, cut) + 1, (size, name)
+
+
+def test_a_cache_rewritten_in_place_is_found_and_prepared_again(corpus):
+    """ids.bin overwritten at its own size (all bytes 0xFF): caught when the cache is opened,
+    with a warning, and prepared again to the same ids; a file only touched is kept as it is."""
+    from craft.errors import CraftWarning
+
+    dm = TextDataModule(str(corpus), block_size=16)
+    folder = dm.cache_folder()  # named before the tokenizer is fitted, as every start names it
+    dm.setup("fit")
+    ids = dm._ids.copy()
+    (folder / "ids.bin").write_bytes(b"\xff" * len(ids) * ids.dtype.itemsize)
+    with pytest.warns(CraftWarning, match="ids.bin was changed after preparation: it holds id 65535"):
+        again = TextDataModule(str(corpus), block_size=16)
+        again.setup("fit")
+    assert np.array_equal(again._ids, ids)
+    os.utime(folder / "ids.bin")  # a new time, the same ids: scanned, found sound, kept
+    before = (folder / "meta.json").read_text()
+    kept = TextDataModule(str(corpus), block_size=16)
+    kept.setup("fit")
+    assert np.array_equal(kept._ids, ids) and (folder / "meta.json").read_text() == before

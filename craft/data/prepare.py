@@ -210,6 +210,10 @@ def prepare(
         "num_tokens": written,
         "tokenizer": tokenizer.state(),
         "sources": described,
+        # What ``check`` compares at each start: a file rewritten after preparation (same size,
+        # new time) is scanned once for ids beyond the largest one written.
+        "max_id": largest_id(tmp / "ids.bin", dtype),
+        "ids_mtime_ns": (tmp / "ids.bin").stat().st_mtime_ns,
         "seconds": round(time.perf_counter() - started, 2),
     }
     (tmp / "meta.json").write_text(json.dumps(meta))
@@ -316,4 +320,14 @@ def check(folder: Path) -> str | None:
     size = ids.stat().st_size if ids.is_file() else None
     if size != expected:
         return f"ids.bin has {size if size is not None else 'no'} bytes, meta.json says {expected}"
+    if "ids_mtime_ns" in meta and ids.stat().st_mtime_ns != meta["ids_mtime_ns"]:  # written since: look inside
+        found = largest_id(ids, np.dtype(meta["dtype"]))
+        if found > meta["max_id"]:
+            return f"ids.bin was changed after preparation: it holds id {found}, the largest written {meta['max_id']}"
     return None
+
+
+def largest_id(path: Path, dtype: np.dtype, block: int = 1 << 24) -> int:
+    """The largest id in an ids file, read a block at a time (memory stays at one block)."""
+    ids = np.memmap(path, dtype=dtype, mode="r")
+    return max((int(ids[i : i + block].max()) for i in range(0, len(ids), block)), default=-1)
