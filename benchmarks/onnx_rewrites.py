@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import warnings
 
 import onnx
 import onnxscript
@@ -18,32 +17,15 @@ from onnxscript import optimizer
 from onnxscript import rewriter as onnxscript_rewriter
 
 from craft.export.rewrite import drop_round_trips
-from craft.export.trace import OPSET, ExportStep, buffer_names, quiet_logs, scatter_copy
+from craft.export.trace import trace
 from craft.model import GPT, GPTConfig
-from craft.model.cache import KVCache
 
 KINDS = ("Reshape", "Transpose", "Split", "Concat")
 
 
 def traced(config: GPTConfig) -> onnx.ModelProto:
-    """The exporter's graph of one decoder step, before any pass (as craft.export.trace.export_onnx)."""
-    gpt = GPT(config).eval()
-    ids, pos, buffers = torch.zeros(2, 3, dtype=torch.long), torch.arange(3), KVCache.empty(config, 2).buffers()
-    batch, new = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("new", min=1, max=config.block_size)
-    shapes = {"ids": {0: batch, 1: new}, "input_pos": {0: new}, "buffers": tuple({0: batch} for _ in buffers)}
-    with warnings.catch_warnings(), quiet_logs("torch.onnx"), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(ExportStep(gpt), (ids, pos, *buffers), dynamic_shapes=shapes)
-        program = program.run_decompositions({torch.ops.aten.index_copy.default: scatter_copy})
-        onnx_program = torch.onnx.export(
-            program,
-            input_names=["ids", "input_pos", *buffer_names(config.n_layers)],
-            output_names=["logits", *buffer_names(config.n_layers, "_out")],
-            opset_version=OPSET,
-            dynamo=True,
-            verbose=False,
-        )
-    return onnx_program.model_proto
+    """The exporter's graph of one decoder step, before any pass (what craft's export starts from)."""
+    return trace(GPT(config))
 
 
 def ours(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -94,7 +94,7 @@ def check_settings(
         found.append(f"warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
     if finite("weight_decay", weight_decay) and weight_decay < 0:
         found.append(f"weight_decay must be >= 0, got {weight_decay}")
-    betas = list(betas)
+    betas = list(betas) if isinstance(betas, (list, tuple)) else [betas]
     if len(betas) != 2 or not all(finite("betas", b) and 0 <= b < 1 for b in betas):
         found.append(f"betas must be two numbers in [0, 1), got {betas}")
     if finite("muon_lr", muon_lr) and not muon_lr > 0:
@@ -163,6 +163,14 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float
     return lr
 
 
+def run_closure(closure: Callable[[], Any] | None) -> Any:
+    """An optimizer step's closure, run with gradients on (its loss), or None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Muon(torch.optim.Muon):
     """``torch.optim.Muon`` (its arguments, checks, groups and state) with a step of its own, which
     runs the Newton-Schulz iteration in ``ns_dtype``: default float32 on CPU (torch's bfloat16
@@ -175,10 +183,7 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr = float(group["lr"])
             momentum, decay = group["momentum"], group["weight_decay"]
@@ -212,10 +217,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         self.muon.step()
         self.adamw.step()
         return loss

@@ -104,7 +104,8 @@ def test_generation_falls_back_to_eager_when_the_step_cannot_compile(failure, tm
     models = []
     for use_compiled in (True, False):
         torch.manual_seed(0)
-        lm = LanguageModel(tokenizer.vocab_size, 16, 32, 2, 4, 64, compiled_decode=use_compiled)
+        shape = {"block_size": 16, "d_model": 32, "n_layers": 2, "n_head": 4, "d_hid": 64}
+        lm = LanguageModel(tokenizer.vocab_size, compiled_decode=use_compiled, **shape)
         lm.set_tokenizer(tokenizer)
         models.append(lm)
     reason = "could not compile the decode step" + ("" if compiler else r" \(.*child process \(exit code 1")

@@ -159,9 +159,20 @@ def scatter_copy(self: torch.Tensor, dim: int, index: torch.Tensor, source: torc
 
 
 def export_onnx(gpt: GPT, path: Path, fused: bool = True) -> None:
-    """Trace one decoder step to ONNX, batch and new tokens dynamic, the cache buffers fixed-size;
-    then fold away the reshapes that only undo each other (``drop_round_trips``) and apply
-    onnxruntime's transformer fusions (``fuse``)."""
+    """Trace one decoder step to ONNX (``trace``); then fold away the reshapes that only undo each
+    other (``drop_round_trips``) and apply onnxruntime's transformer fusions (``fuse``)."""
+    from craft.export.optimize import fuse
+    from craft.export.rewrite import drop_round_trips
+
+    model = trace(gpt, fused)
+    drop_round_trips(model)
+    model = fuse(model, gpt.config)
+    onnx.save(model, str(path))  # onnx.checker does not know onnxruntime's fused ops: check_parity runs it
+
+
+def trace(gpt: GPT, fused: bool = True) -> onnx.ModelProto:
+    """The exporter's graph of one decoder step, before any pass: batch and new tokens dynamic, the
+    cache buffers fixed-size."""
     gpt = gpt.eval()
     c = gpt.config
     ids = torch.zeros(2, 3, dtype=torch.long)  # sizes > 1: the exporter treats 0 and 1 as constants
@@ -186,9 +197,4 @@ def export_onnx(gpt: GPT, path: Path, fused: bool = True) -> None:
     model = program.model_proto
     for node in model.graph.node:  # the exporter's per-node debug records (FX nodes, stack paths): 60% of a small file
         del node.metadata_props[:]
-    from craft.export.optimize import fuse
-    from craft.export.rewrite import drop_round_trips
-
-    drop_round_trips(model)
-    model = fuse(model, c)
-    onnx.save(model, str(path))  # onnx.checker does not know onnxruntime's fused ops: check_parity runs it
+    return model
